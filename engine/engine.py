@@ -1,0 +1,164 @@
+"""The engine: document + cursor → one suggestion, with per-stage timings and a log-prob summary.
+
+Plain Python; the server calls it from its single model worker (llama.cpp is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .backend import Backend, GenerationStats
+from .cache import CacheEntry, TypedAheadCache
+from .postprocess import clean, trim_suffix_overlap
+from .prompt import Prompt, PromptBudget, PromptBuilder, Snippet
+from .stops import StopRule, completion_mode
+
+
+@dataclass
+class EngineConfig:
+    max_tokens_single: int = 48
+    max_tokens_multi: int = 160
+    max_lines: int = 12
+    typed_ahead: bool = True  # serve typed-ahead continuations from the cache
+    budget: PromptBudget = field(default_factory=PromptBudget)
+
+
+@dataclass
+class CompletionRequest:
+    uri: str
+    text: str
+    line: int
+    character: int  # Python str index within the line
+    language: str | None = None
+    path: str = ""  # shown to the model in the prompt header
+    context: list[Snippet] = field(default_factory=list)
+    request_id: str | None = None
+    cancelled: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class LogprobSummary:
+    n_tokens: int = 0
+    sum: float = 0.0
+    mean: float | None = None
+    min: float | None = None
+
+    @classmethod
+    def of(cls, logprobs: list[float]) -> "LogprobSummary":
+        if not logprobs:
+            return cls()
+        total = math.fsum(logprobs)
+        return cls(len(logprobs), total, total / len(logprobs), min(logprobs))
+
+
+@dataclass
+class Completion:
+    text: str
+    mode: str  # 'single' | 'multi'
+    source: str  # 'model' | 'typed_ahead'
+    prompt: Prompt | None
+    logprobs: LogprobSummary
+    timings_ms: dict[str, float]
+    cancelled: bool = False
+    parent_id: str | None = None  # for a typed-ahead hit: the request that generated the suggestion
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+
+
+def split_at_cursor(text: str, line: int, character: int) -> tuple[str, str, str]:
+    """(document text before the cursor, rest of the cursor line, document text after the cursor)."""
+    lines = text.split("\n")
+    line = min(max(line, 0), len(lines) - 1)
+    character = min(max(character, 0), len(lines[line]))
+    offset = sum(len(l) + 1 for l in lines[:line]) + character
+    rest = lines[line][character:]
+    return text[:offset], rest, text[offset:]
+
+
+class Engine:
+    def __init__(self, backend: Backend, config: EngineConfig | None = None):
+        self.backend = backend
+        self.config = config or EngineConfig()
+        self.prompts = PromptBuilder(backend.count_tokens, self.config.budget)
+        self.cache = TypedAheadCache()
+
+    def complete(self, req: CompletionRequest) -> Completion:
+        t0 = time.perf_counter()
+        before, line_rest, after = split_at_cursor(req.text, req.line, req.character)
+        if self.config.typed_ahead:
+            hit = self.cache.get(req.uri, before, line_rest)
+            if hit is not None:
+                ms = (time.perf_counter() - t0) * 1000
+                return Completion(
+                    text=hit.text,
+                    mode=hit.entry.mode,
+                    source="typed_ahead",
+                    prompt=None,
+                    logprobs=LogprobSummary(),
+                    timings_ms={"cache_ms": ms, "total_ms": ms},
+                    parent_id=hit.entry.request_id,
+                )
+        self.cache.drop(req.uri)
+
+        mode = completion_mode(req.text, req.line, req.character, req.language)
+        t1 = time.perf_counter()
+        prompt = self.prompts.build(
+            req.text, req.line, req.character, path=req.path, language=req.language, context=req.context
+        )
+        t2 = time.perf_counter()
+        cursor_line_prefix = before[before.rfind("\n") + 1 :]
+        rule = StopRule(mode, cursor_line_prefix=cursor_line_prefix, suffix=after, max_lines=self.config.max_lines)
+        max_tokens = self.config.max_tokens_multi if mode == "multi" else self.config.max_tokens_single
+        stats = GenerationStats()
+        text = ""
+        logprobs: list[float] = []
+        starts: list[int] = []  # offset in `text` where each token starts
+        kept: str | None = None
+        first_token_at = None
+        stream = self.backend.generate(prompt.text, max_tokens=max_tokens, stats=stats, cancelled=req.cancelled)
+        try:
+            for token in stream:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                starts.append(len(text))
+                text += token.text
+                logprobs.append(token.logprob)
+                kept = rule.feed(text)
+                if kept is not None:
+                    break
+        finally:
+            stream.close()
+        t3 = time.perf_counter()
+        cancelled = req.cancelled()
+        if kept is None:
+            kept = rule.finish(text)
+        # Log-probs of the tokens that made it into the kept text (a prefix of the generated text).
+        n_kept = bisect.bisect_left(starts, len(kept.rstrip()))
+        final = clean(trim_suffix_overlap(kept, after, mode), mode)
+        t4 = time.perf_counter()
+        if final and not cancelled:
+            self.cache.put(req.uri, CacheEntry(before, line_rest, final, req.request_id, mode))
+        timings = {
+            "mode_ms": (t1 - t0) * 1000,
+            "prompt_ms": (t2 - t1) * 1000,
+            "prefill_ms": stats.prefill_ms,
+            "generate_ms": (t3 - t2) * 1000 - stats.prefill_ms,
+            "postprocess_ms": (t4 - t3) * 1000,
+            "total_ms": (t4 - t0) * 1000,
+        }
+        return Completion(
+            text="" if cancelled else final,
+            mode=mode,
+            source="model",
+            prompt=prompt,
+            logprobs=LogprobSummary.of(logprobs[:n_kept]),
+            timings_ms=timings,
+            cancelled=cancelled,
+            prompt_tokens=stats.prompt_tokens,
+            reused_tokens=stats.reused_tokens,
+        )
+

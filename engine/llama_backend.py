@@ -1,0 +1,156 @@
+"""The embedded backend: llama.cpp in process, greedy decoding with KV-cache reuse across requests.
+
+The sampling loop is our own (argmax over the last logits) so that we can check for cancellation between
+tokens, read each token's log-prob and keep the KV cache for the longest common token prefix of the new
+prompt and whatever the context evaluated last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .backend import BackendError, GenerationStats, Token
+from .model import check_gguf
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp prints its load log straight to fd 2; keep it out of the user's terminal."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # pragma: no cover
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+class LlamaBackend:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        kv_reuse: bool = True,
+        lora_path: str | Path | None = None,
+    ):
+        import llama_cpp
+
+        path = Path(model_path)
+        check_gguf(path)
+        self.model_path = path
+        self.kv_reuse = kv_reuse
+        self.name = f"llama.cpp:{path.name}"
+        kwargs = dict(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=512,
+            n_threads=n_threads or max(1, os.cpu_count() or 1),
+            logits_all=False,
+            # Gemma 3 uses sliding-window attention; with a full-size SWA cache llama.cpp can drop the
+            # tail of the cache and keep the prefix, which is what KV reuse needs.
+            swa_full=True,
+            verbose=False,
+        )
+        if lora_path:
+            kwargs["lora_path"] = str(lora_path)
+        try:
+            with _quiet_stderr():
+                self.llm = llama_cpp.Llama(**kwargs)
+        except Exception as exc:  # llama.cpp gives ValueError / RuntimeError for bad files
+            raise BackendError(f"could not load model {path}: {str(exc).splitlines()[0]}") from exc
+        self.n_ctx = self.llm.n_ctx()
+        self.n_vocab = self.llm.n_vocab()
+        self._eos = {self.llm.token_eos()}
+        eot = self._special_id("<end_of_turn>")
+        if eot is not None:
+            self._eos.add(eot)
+        self._pieces: dict[int, bytes] = {}
+
+    def _special_id(self, text: str) -> int | None:
+        ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
+        return ids[0] if len(ids) == 1 else None
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self.llm.detokenize([token])
+            self._pieces[token] = piece
+        return piece
+
+    def _last_logits(self) -> np.ndarray:
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Evaluate `tokens`, reusing the cached prefix. Returns how many tokens were reused."""
+        llm = self.llm
+        keep = 0
+        if self.kv_reuse and llm.n_tokens > 0:
+            cached = llm.input_ids[: llm.n_tokens]
+            limit = min(len(cached), len(tokens) - 1)  # evaluate at least one token to get fresh logits
+            if limit > 0:
+                diff = np.nonzero(cached[:limit] != np.asarray(tokens[:limit]))[0]
+                keep = int(diff[0]) if len(diff) else limit
+        if keep and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            keep = 0
+        if keep == 0:
+            llm.reset()
+            llm._ctx.kv_cache_clear()
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        return keep
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        stats: GenerationStats,
+        cancelled: Callable[[], bool],
+    ) -> Iterator[Token]:
+        tokens = self.tokenize(prompt)
+        room = self.n_ctx - max_tokens - 1
+        if len(tokens) > room:  # the engine budgets below this; a safety net, keep the end
+            tokens = tokens[:1] + tokens[len(tokens) - room + 1 :]
+        stats.prompt_tokens = len(tokens)
+        start = time.perf_counter()
+        stats.reused_tokens = self._prefill(tokens)
+        stats.prefill_ms = (time.perf_counter() - start) * 1000
+        pending = b""
+        for _ in range(max_tokens):
+            if cancelled():
+                return
+            logits = self._last_logits()
+            token = int(np.argmax(logits))
+            top = float(logits[token])
+            logprob = -float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
+            if token in self._eos:
+                return
+            pending += self._piece(token)
+            try:
+                text = pending.decode("utf-8")
+                pending = b""
+            except UnicodeDecodeError:
+                text = ""  # a multi-byte character split across tokens: wait for the rest
+            # Evaluate the token before yielding, so the cache always holds what we returned.
+            self.llm.eval([token])
+            if text:
+                yield Token(text, logprob)

@@ -1,0 +1,142 @@
+"""Prompt assembly under a token budget, laid out so that typing at the cursor keeps the cached prefix.
+
+Layout: ``[context snippets][header: the file path][prefix window]``. The model has no fill-in-the-middle tokens, so the
+prompt is prefix-only and the suffix is used in post-processing.
+
+KV reuse is what makes completion fast: llama.cpp keeps the evaluated tokens and only the part of the new
+prompt after the longest common prefix is evaluated again. Anything that moves the start of the prompt
+throws that away. So the prefix window does not slide line by line: its first line is snapped to a
+multiple of `anchor_lines`, and moves only when the text above the cursor no longer fits the budget
+(then it jumps forward by a whole step). The header and context are rendered in a fixed order and only
+change when the file or the context does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+COMMENT = {
+    "python": "#",
+    "ruby": "#",
+    "shell": "#",
+    "javascript": "//",
+    "typescript": "//",
+    "tsx": "//",
+    "go": "//",
+    "rust": "//",
+    "java": "//",
+    "c": "//",
+    "cpp": "//",
+}
+
+
+@dataclass(frozen=True)
+class Snippet:
+    source: str  # path (and line range) the snippet came from
+    text: str
+    score: float = 0.0
+
+
+@dataclass
+class Prompt:
+    text: str  # exactly what the model sees (without BOS)
+    header: str
+    context: list[Snippet]
+    prefix: str  # the window of the document before the cursor that is in the prompt
+    suffix: str  # the document after the cursor (not in the prompt; used in post-processing)
+    window_start_line: int
+    tokens: int  # estimated prompt tokens
+
+
+@dataclass
+class PromptBudget:
+    prefix_tokens: int = 1024
+    context_tokens: int = 512
+    suffix_chars: int = 4000  # kept for post-processing and storage
+    anchor_lines: int = 32
+
+
+@dataclass
+class _LineTokens:
+    """Token counts per line text, cached: the window search re-counts the same lines on every keystroke."""
+
+    count: Callable[[str], int]
+    cache: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, line: str) -> int:
+        n = self.cache.get(line)
+        if n is None:
+            if len(self.cache) > 50_000:
+                self.cache.clear()
+            n = self.count(line) + 1  # + the newline
+            self.cache[line] = n
+        return n
+
+
+class PromptBuilder:
+    def __init__(self, count_tokens: Callable[[str], int], budget: PromptBudget | None = None):
+        self.count_tokens = count_tokens
+        self.budget = budget or PromptBudget()
+        self._line_tokens = _LineTokens(count_tokens)
+
+    def window_start(self, lines: list[str], line: int, cursor_prefix: str) -> int:
+        """First line of the prefix window: the earliest line that fits, snapped forward to a step."""
+        budget = self.budget.prefix_tokens - self._line_tokens(cursor_prefix)
+        start = line
+        while start > 0:
+            cost = self._line_tokens(lines[start - 1])
+            if cost > budget:
+                break
+            budget -= cost
+            start -= 1
+        if start == 0:
+            return 0
+        step = max(1, self.budget.anchor_lines)
+        return min(line, -(-start // step) * step)
+
+    def build(
+        self,
+        text: str,
+        line: int,
+        character: int,
+        *,
+        path: str = "",
+        language: str | None = None,
+        context: list[Snippet] | None = None,
+    ) -> Prompt:
+        lines = text.split("\n")
+        line = min(max(line, 0), len(lines) - 1)
+        current = lines[line]
+        character = min(max(character, 0), len(current))
+        cursor_prefix = current[:character]
+        start = self.window_start(lines, line, cursor_prefix)
+        prefix = "\n".join(lines[start:line] + [cursor_prefix])
+        suffix_parts = [current[character:]] + lines[line + 1 :]
+        suffix = "\n".join(suffix_parts)[: self.budget.suffix_chars]
+
+        mark = COMMENT.get(language or "", "#")
+        header = f"{mark} {path}\n" if path else ""
+        snippets: list[Snippet] = []
+        rendered = ""
+        used = 0
+        for snip in context or []:
+            block = f"{mark} {snip.source}\n{snip.text.rstrip()}\n\n"
+            cost = self.count_tokens(block)
+            if used + cost > self.budget.context_tokens:
+                continue
+            used += cost
+            snippets.append(snip)
+            rendered += block
+        full = rendered + header + prefix
+        tokens = used + self.count_tokens(header) + sum(self._line_tokens(l) for l in lines[start:line])
+        tokens += self._line_tokens(cursor_prefix)
+        return Prompt(
+            text=full,
+            header=header,
+            context=snippets,
+            prefix=prefix,
+            suffix=suffix,
+            window_start_line=start,
+            tokens=tokens,
+        )
