@@ -1,0 +1,219 @@
+"""`hindsight`: the language server and the offline commands around it.
+
+    hindsight serve [--tcp PORT] [--model PATH]      the language server (stdio by default)
+    hindsight complete FILE:LINE:COL [--json]        one completion at a position (1-based line and column)
+    hindsight stats [--json]                         outcomes, acceptance rate and latency from the database
+    hindsight demo                                   a simulated developer typing through a sample workspace
+    hindsight bench latency|infill [--json]          benchmarks (docs/BENCHMARKS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+from . import __version__
+
+
+class CliError(Exception):
+    """A domain error: printed as one line, exit status 1."""
+
+
+def _setup_logging(verbose: int, log_file: str | None) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    logging.basicConfig(level=level, handlers=[handler], format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def cmd_serve(args) -> int:
+    from .server import server
+
+    server.model_override = args.model
+    if args.tcp:
+        server.start_tcp("127.0.0.1", args.tcp)
+    else:
+        server.start_io()
+    return 0
+
+
+def _parse_location(spec: str) -> tuple[Path, int, int]:
+    try:
+        file, line, col = spec.rsplit(":", 2)
+        line_no, col_no = int(line), int(col)
+    except ValueError:
+        raise CliError(f"expected FILE:LINE:COL (1-based), got {spec!r}") from None
+    path = Path(file)
+    if not path.is_file():
+        raise CliError(f"no such file: {file}")
+    if line_no < 1 or col_no < 1:
+        raise CliError("LINE and COL are 1-based")
+    return path, line_no - 1, col_no - 1
+
+
+def read_source(path: Path, max_bytes: int = 2_000_000) -> str:
+    data = path.read_bytes()
+    if len(data) > max_bytes:
+        raise CliError(f"{path} is too large to complete in ({len(data)} bytes > {max_bytes})")
+    if b"\0" in data[:8192]:
+        raise CliError(f"{path} looks like a binary file")
+    return data.decode("utf-8", errors="replace")
+
+
+def cmd_complete(args) -> int:
+    from engine.backend import BackendError
+    from engine.engine import CompletionRequest, Engine
+    from engine.llama_backend import LlamaBackend
+    from engine.model import resolve_model
+    from engine.syntax import language_for
+
+    path, line, col = _parse_location(args.location)
+    text = read_source(path)
+    lines = text.split("\n")
+    if line >= len(lines):
+        raise CliError(f"{path} has {len(lines)} lines; line {line + 1} is past the end")
+    if col > len(lines[line]):
+        raise CliError(f"line {line + 1} has {len(lines[line])} characters; column {col + 1} is past its end + 1")
+    try:
+        if args.backend == "http":
+            from engine.http_backend import HttpBackend
+
+            backend = HttpBackend(args.base_url)
+        else:
+            backend = LlamaBackend(resolve_model(args.model))
+    except BackendError as exc:
+        raise CliError(str(exc)) from None
+    engine = Engine(backend)
+    req = CompletionRequest(
+        uri=path.resolve().as_uri(),
+        text=text,
+        line=line,
+        character=col,
+        language=language_for(str(path)),
+        path=path.name,
+        request_id=uuid.uuid4().hex[:16],
+    )
+    try:
+        result = engine.complete(req)
+    except BackendError as exc:
+        raise CliError(str(exc)) from None
+    timings = {k: round(v, 2) for k, v in result.timings_ms.items()}
+    if args.json:
+        print(json.dumps({"id": req.request_id, "text": result.text, "timings_ms": timings}))
+    else:
+        print(result.text)
+        print("  ".join(f"{k}={v:.1f}" for k, v in timings.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from collector.store import Store, StoreError
+
+    try:
+        store = Store(args.db)
+        stats = store.stats()
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    print(format_stats(stats))
+    return 0
+
+
+def format_stats(stats: dict) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="hindsight stats")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in stats.items():
+        if isinstance(value, float):
+            value = f"{value:.3f}" if key == "acceptance_rate" else f"{value:.1f}"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        table.add_row(key, "-" if value is None else str(value))
+    console = Console(file=None, width=100)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get().rstrip()
+
+
+def cmd_demo(args) -> int:
+    from evaluation.demo import run_demo
+
+    return run_demo(model=args.model, lines=args.lines)
+
+
+def cmd_bench(args) -> int:
+    if args.bench == "latency":
+        from evaluation.bench_latency import main as bench
+    else:
+        from evaluation.infill import main as bench
+    return bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hindsight", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"hindsight {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--log-file")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the language server (stdio unless --tcp)")
+    p.add_argument("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT instead of stdio")
+    p.add_argument("--model", help="path to a GGUF model (default: the embedded Gemma 3 270M)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("complete", help="one completion at FILE:LINE:COL (1-based)")
+    p.add_argument("location")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model")
+    p.add_argument("--backend", choices=["embedded", "http"], default="embedded")
+    p.add_argument("--base-url", default="http://127.0.0.1:8080")
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("stats", help="outcome counts, acceptance rate and latency from the database")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--db", help="database path (default: $HINDSIGHT_DB or the data dir)")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("demo", help="watch a simulated developer use hindsight over real LSP")
+    p.add_argument("--model")
+    p.add_argument("--lines", type=int, default=None, help="stop after typing this many lines")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("latency", help="typing replay through the real server: p50/p95, cold start, RSS")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--file", help="source file to replay (default: a standard-library module)")
+    b.add_argument("--lines", type=int, default=80, help="lines of the file to type")
+    b.add_argument("--model")
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("infill", help="HumanEval single-line infilling, executed")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--limit", type=int, default=None, help="first N of the 1,033 tasks")
+    b.add_argument("--model")
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose, args.log_file)
+    try:
+        return args.func(args) or 0
+    except CliError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

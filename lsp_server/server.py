@@ -1,0 +1,447 @@
+"""The language server: protocol only. Documents, requests, cancellation, commands, notifications.
+
+One `HindsightServer` owns the state. Handlers translate LSP types into plain calls into `engine/` and
+`collector/`; generation runs on a single model worker thread (llama.cpp is not thread-safe), never on
+the event loop. A part that fails (model, database) is reported once and the server goes on without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.uris import to_fs_path
+
+from collector.store import Store, StoreError
+from collector.tracker import OutcomeTracker
+from engine.backend import BackendError
+from engine.engine import Completion, CompletionRequest, Engine, EngineConfig
+from engine.prompt import PromptBudget
+from engine.syntax import normalize_language
+
+from . import __version__
+from .options import Options, parse_options
+
+log = logging.getLogger("hindsight")
+
+ACCEPT = "hindsight.accept"
+STATUS = "hindsight.status"
+DID_SHOW = "hindsight/didShow"
+DID_PARTIALLY_ACCEPT = "hindsight/didPartiallyAccept"
+DID_REJECT = "hindsight/didReject"
+REJECT_REASONS = {"dismissed", "typed_over", "cursor_moved"}
+
+_UNREADABLE = object()  # a message that failed to deserialize and was already answered
+
+
+class HindsightProtocol(LanguageServerProtocol):
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            # pygls drops a request whose params fail to deserialize, and the client waits forever.
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                cause = str(exc.__cause__ or exc).splitlines()[0]
+                error = JsonRpcInvalidParams(f"invalid params for {data['method']}: {cause}")
+                self._send_response(data["id"], None, error.to_response_error())
+            return _UNREADABLE
+
+    def handle_message(self, message):
+        if message is _UNREADABLE:
+            return None
+        return super().handle_message(message)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
+        """Apply each change, and tell the server where it was in the document as it stood before."""
+        uri = params.text_document.uri
+        doc = self.workspace.get_text_document(uri)
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                r = doc.range_from_client_units(change.range)
+                start, end = (r.start.line, r.start.character), (r.end.line, r.end.character)
+                self.workspace.update_text_document(params.text_document, change)
+                self._server.document_changed(uri, start, end, change.text)
+            else:
+                self.workspace.update_text_document(params.text_document, change)
+                self._server.document_replaced(uri)
+        yield from ()
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
+        """Settle the document's outcomes with its last text, then forget it."""
+        uri = params.text_document.uri
+        doc = self.workspace.text_documents.get(uri)
+        self._server.document_closed(uri, doc.source.split("\n") if doc else [])
+        self.workspace.remove_text_document(uri)
+        yield from ()
+
+
+class _NoStore:
+    """Stands in when the database cannot be opened: the server still completes, nothing is recorded."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+    def set_outcome(self, *a, **k):
+        return True
+
+
+class HindsightServer(LanguageServer):
+    def __init__(self):
+        super().__init__(
+            "hindsight",
+            __version__,
+            protocol_cls=HindsightProtocol,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        )
+        self.options = Options()
+        self.model_override: str | None = None  # `hindsight serve --model`
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hindsight-model")
+        self.engine: Engine | None = None
+        self.engine_error: str | None = None
+        self.store: Any = _NoStore()
+        self.tracker = OutcomeTracker(self.store)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._told: set[str] = set()
+        self._inflight: threading.Event | None = None
+        self.served = 0
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def configure(self, raw_options: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.options, problems = parse_options(raw_options)
+        if self.model_override:
+            self.options.model = self.model_override
+        for problem in problems:
+            self.tell(f"hindsight: {problem}", types.MessageType.Warning, key=problem)
+        try:
+            self.store = Store(self.options.database_path)
+        except (StoreError, OSError) as exc:
+            self.tell(f"hindsight: not recording outcomes: {exc}", types.MessageType.Error, key="store")
+            self.store = _NoStore()
+        self.tracker = OutcomeTracker(self.store)
+
+    def load_engine(self) -> Engine | None:
+        """On the model worker. Loads once; a failure is reported once and then served as empty."""
+        if self.engine is not None or self.engine_error is not None:
+            return self.engine
+        opts = self.options
+        try:
+            if opts.backend == "http":
+                from engine.http_backend import HttpBackend
+
+                backend = HttpBackend(opts.base_url, model=opts.model, api_key=opts.api_key)
+            else:
+                from engine.llama_backend import LlamaBackend
+                from engine.model import resolve_model
+
+                backend = LlamaBackend(
+                    resolve_model(opts.model),
+                    n_ctx=opts.n_ctx,
+                    n_threads=opts.n_threads,
+                    kv_reuse=opts.completion.kv_reuse,
+                )
+        except BackendError as exc:
+            self.engine_error = str(exc)
+            self.tell(f"hindsight: {exc}; completions are off", types.MessageType.Error, key="engine")
+            return None
+        c = opts.completion
+        config = EngineConfig(
+            max_tokens_single=c.max_tokens_single,
+            max_tokens_multi=c.max_tokens_multi,
+            max_lines=c.max_lines,
+            typed_ahead=c.typed_ahead,
+            budget=PromptBudget(
+                prefix_tokens=opts.context.prefix_tokens,
+                context_tokens=opts.context.context_tokens,
+                anchor_lines=opts.context.anchor_lines,
+            ),
+        )
+        self.engine = Engine(backend, config)
+        log.info("model ready: %s", backend.name)
+        return self.engine
+
+    def tell(self, message: str, kind=types.MessageType.Info, *, key: str | None = None) -> None:
+        """window/showMessage, once per key; safe from any thread."""
+        key = key or message
+        if key in self._told:
+            return
+        self._told.add(key)
+        log.warning("%s", message)
+        params = types.ShowMessageParams(type=kind, message=message)
+        if self.loop is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.window_show_message, params)
+
+    # -- completion -----------------------------------------------------------------------------------
+    async def inline_completion(self, params: types.InlineCompletionParams):
+        received = time.perf_counter()
+        uri = params.text_document.uri
+        doc = self.workspace.get_text_document(uri)
+        text = doc.source
+        lines = text.split("\n")
+        pos = params.position
+        if pos.line >= len(lines):
+            raise JsonRpcInvalidParams(f"line {pos.line} is past the end of {uri} ({len(lines)} lines)")
+        line_units = doc.position_codec.client_num_units(lines[pos.line])
+        if pos.character > line_units:
+            raise JsonRpcInvalidParams(
+                f"character {pos.character} is past the end of line {pos.line} ({line_units} units)"
+            )
+        server_pos = doc.position_codec.position_from_client_units(lines, pos)
+        language = normalize_language(doc.language_id, uri)
+        if language not in self.options.languages:
+            return None
+
+        if self._inflight is not None:
+            self._inflight.set()  # the newest request wins
+        cancel = self._inflight = threading.Event()
+        request_id = uuid.uuid4().hex[:16]
+        req = CompletionRequest(
+            uri=uri,
+            text=text,
+            line=server_pos.line,
+            character=server_pos.character,
+            language=language,
+            path=self._display_path(uri),
+            request_id=request_id,
+            cancelled=cancel.is_set,
+        )
+        future = self.worker.submit(self._complete_on_worker, req, received)
+        try:
+            completion, error = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:  # $/cancelRequest
+            cancel.set()
+            self._record(req, None, "cancelled", received)
+            raise
+        if error is not None:
+            self._record(req, None, "error", received, error=error)
+            return None
+        if completion is None:
+            return None
+        if completion.cancelled:
+            self._record(req, completion, "cancelled", received)
+            return None
+        decision = "show" if completion.text else "empty"
+        self.tracker.new_request(uri, completion.parent_id)
+        self._record(req, completion, decision, received)
+        self.served += 1
+        if not completion.text:
+            return types.InlineCompletionList(items=[])
+        self.tracker.shown(uri, request_id, (server_pos.line, server_pos.character), completion.text)
+        item = types.InlineCompletionItem(
+            insert_text=completion.text,
+            range=types.Range(start=pos, end=pos),
+            command=types.Command(title="Accept", command=ACCEPT, arguments=[{"id": request_id}]),
+        )
+        return types.InlineCompletionList(items=[item])
+
+    def _complete_on_worker(self, req: CompletionRequest, received: float):
+        queued = (time.perf_counter() - received) * 1000
+        if req.cancelled():
+            return Completion("", "single", "model", None, None, {"queue_ms": queued}, cancelled=True), None
+        engine = self.load_engine()
+        if engine is None:
+            return None, None
+        try:
+            completion = engine.complete(req)
+        except BackendError as exc:
+            self.tell(f"hindsight: {exc}", types.MessageType.Error, key=f"backend:{exc}")
+            return None, str(exc)
+        except Exception as exc:  # a bug must not take the server down
+            log.exception("completion failed")
+            return None, f"{type(exc).__name__}: {exc}"
+        completion.timings_ms["queue_ms"] = queued
+        return completion, None
+
+    def _record(self, req: CompletionRequest, c: Completion | None, decision: str, received: float, error=None):
+        latency = (time.perf_counter() - received) * 1000
+        row: dict[str, Any] = {
+            "id": req.request_id,
+            "uri": req.uri,
+            "language": req.language,
+            "line": req.line,
+            "character": req.character,
+            "decision": decision,
+            "latency_ms": latency,
+            "error": error,
+        }
+        if self.engine is not None:
+            row["model"] = self.engine.backend.name
+            row["backend"] = self.options.backend
+        if c is not None:
+            row.update(
+                completion=c.text,
+                mode=c.mode,
+                source=c.source,
+                parent_id=c.parent_id,
+                timings_json=dict(c.timings_ms, server_ms=latency),
+            )
+            if c.logprobs is not None:
+                row.update(
+                    n_tokens=c.logprobs.n_tokens,
+                    logprob_sum=c.logprobs.sum,
+                    logprob_mean=c.logprobs.mean,
+                    logprob_min=c.logprobs.min,
+                )
+            if c.prompt is not None:
+                row.update(
+                    prompt=c.prompt.text,
+                    prefix=c.prompt.prefix,
+                    suffix=c.prompt.suffix,
+                    context_json=[
+                        {"source": s.source, "score": s.score, "text": s.text} for s in c.prompt.context
+                    ],
+                )
+        try:
+            self.store.insert_request(row)
+        except Exception:
+            log.exception("could not record request %s", req.request_id)
+
+    def _display_path(self, uri: str) -> str:
+        path = to_fs_path(uri) or uri
+        root = self.workspace.root_path
+        if root:
+            try:
+                return str(Path(path).relative_to(root))
+            except ValueError:
+                pass
+        return Path(path).name
+
+    # -- outcomes -------------------------------------------------------------------------------------
+    def _lines(self, uri: str) -> list[str] | None:
+        doc = self.workspace.text_documents.get(uri)
+        return doc.source.split("\n") if doc is not None else None
+
+    def document_changed(self, uri: str, start, end, text: str) -> None:
+        self.tracker.changed(uri, start, end, text, self._lines(uri) or [])
+
+    def document_replaced(self, uri: str) -> None:
+        self.tracker.replaced(uri, self._lines(uri) or [])
+
+    def document_closed(self, uri: str, lines: list[str]) -> None:
+        self.tracker.closed(uri, lines)
+
+    def event(self, kind: str, request_id: str | None, payload: dict) -> None:
+        try:
+            self.store.add_event(kind, request_id, payload)
+        except Exception:
+            log.exception("could not record event %s", kind)
+
+    def accept(self, request_id: str) -> None:
+        self.event("accept", request_id, {"id": request_id})
+        uri = self.tracker.accepted_by_client(request_id)
+        if uri is None or self.loop is None:
+            return
+        delays = self.options.persistence_delays_s[:2]
+        for i, (delay, slot) in enumerate(zip(delays, ("30s", "120s"))):
+            last = i == len(delays) - 1
+            self.loop.call_later(delay, self._check_persistence, uri, request_id, slot, last)
+
+    def _check_persistence(self, uri: str, request_id: str, slot: str, last: bool) -> None:
+        try:
+            self.tracker.check_persistence(uri, request_id, slot, self._lines(uri), last)
+        except Exception:
+            log.exception("persistence check failed")
+
+    def status(self) -> dict[str, Any]:
+        stats = None
+        try:
+            stats = self.store.stats()
+        except Exception as exc:
+            stats = {"error": str(exc)}
+        return {
+            "version": __version__,
+            "backend": self.options.backend,
+            "model": self.engine.backend.name if self.engine else self.options.model or "embedded",
+            "modelLoaded": self.engine is not None,
+            "modelError": self.engine_error,
+            "database": str(getattr(self.store, "path", "") or "") or None,
+            "served": self.served,
+            "stats": stats,
+        }
+
+    def shutdown_work(self) -> None:
+        if self._inflight is not None:
+            self._inflight.set()
+        try:
+            self.store.expire_open()
+        except Exception:
+            log.exception("could not expire open suggestions")
+
+
+server = HindsightServer()
+
+
+def _arg(params: Any, name: str):
+    if isinstance(params, dict):
+        return params.get(name)
+    return getattr(params, name, None)
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: HindsightServer, params: types.InitializeParams):
+    ls.configure(params.initialization_options)
+
+
+@server.feature(types.INITIALIZED)
+def initialized(ls: HindsightServer, params: types.InitializedParams):
+    ls.worker.submit(ls.load_engine)  # warm the model while the user opens files
+
+
+@server.feature(types.SHUTDOWN)
+def shutdown(ls: HindsightServer, params):
+    ls.shutdown_work()
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(ls: HindsightServer, params: types.InlineCompletionParams):
+    return await ls.inline_completion(params)
+
+
+@server.command(ACCEPT)
+def accept(ls: HindsightServer, *args):
+    request_id = _arg(args[0], "id") if args else None
+    if not isinstance(request_id, str):
+        raise JsonRpcInvalidParams(f"{ACCEPT} expects [{{\"id\": <suggestion id>}}]")
+    ls.accept(request_id)
+
+
+@server.command(STATUS)
+def status(ls: HindsightServer, *args):
+    return ls.status()
+
+
+@server.feature(DID_SHOW)
+def did_show(ls: HindsightServer, params):
+    request_id = _arg(params, "id")
+    if isinstance(request_id, str):
+        ls.event("show", request_id, {"id": request_id})
+        ls.store.mark_shown(request_id)
+
+
+@server.feature(DID_PARTIALLY_ACCEPT)
+def did_partially_accept(ls: HindsightServer, params):
+    request_id, length = _arg(params, "id"), _arg(params, "acceptedLength")
+    if isinstance(request_id, str) and isinstance(length, int) and length >= 0:
+        ls.event("partial_accept", request_id, {"id": request_id, "acceptedLength": length})
+        ls.tracker.partially_accepted(request_id, length)
+
+
+@server.feature(DID_REJECT)
+def did_reject(ls: HindsightServer, params):
+    request_id, reason = _arg(params, "id"), _arg(params, "reason")
+    if isinstance(request_id, str):
+        reason = reason if reason in REJECT_REASONS else "dismissed"
+        ls.event("reject", request_id, {"id": request_id, "reason": reason})
+        ls.tracker.rejected_by_client(request_id, reason)
