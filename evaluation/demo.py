@@ -1,0 +1,85 @@
+"""`hindsight demo`: the main job for a newcomer, on the embedded model, in a few minutes.
+
+Starts the real server as a subprocess, opens the sample workspace over real LSP, removes the second half
+of a file and has a simulated developer type it back at a human pace: every suggestion and what the
+developer did with it is printed, then the outcome table from the database the server wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from .session import Session
+from .simulator import SimulatedDeveloper, Step
+
+WORKSPACE = Path(__file__).resolve().parents[1] / "tests" / "workspace"
+DEMO_FILE = "shapes/geometry.py"
+FIRST_TYPED_LINE = 21  # 0-based: type back from `class Rectangle` on
+
+
+def _show(console: Console, step: Step) -> None:
+    colour = {"accepted": "green", "partial": "yellow", "typed_over": "red", "empty": "dim"}[step.action]
+    shown = step.suggestion.replace("\n", "⏎") or "(nothing)"
+    extra = f" [{len(step.accepted)} chars]" if step.action == "partial" else ""
+    console.print(f"[{colour}]{step.action:>10}[/] {step.latency_ms:7.0f} ms  {shown[:90]}{extra}", highlight=False)
+
+
+async def _run(model: str | None, lines: int | None, console: Console) -> int:
+    work = Path(tempfile.mkdtemp(prefix="hindsight-demo-"))
+    try:
+        root = work / "workspace"
+        shutil.copytree(WORKSPACE, root)
+        db = work / "hindsight.db"
+        options = {"databasePath": str(db)}
+        if model:
+            options["model"] = model
+        path = root / DEMO_FILE
+        original = path.read_text()
+        all_lines = original.split("\n")
+        end_line = len(all_lines) if lines is None else min(len(all_lines), FIRST_TYPED_LINE + lines)
+        head = "\n".join(all_lines[:FIRST_TYPED_LINE]) + "\n"
+        target = "\n".join(all_lines[FIRST_TYPED_LINE:end_line])
+        tail = original[len(head) + len(target) :]
+
+        console.print(f"[bold]hindsight demo[/]: typing {end_line - FIRST_TYPED_LINE} lines of {DEMO_FILE} back")
+        started = time.perf_counter()
+        session = await Session.start(root, options=options, log_file=work / "server.log")
+        try:
+            doc = await session.open(path, head + tail)
+            dev = SimulatedDeveloper(session, doc, len(head), target, pace_s=0.02, on_step=lambda s: _show(console, s))
+            replay = await dev.run()
+            for message in session.messages:
+                console.print(f"[red]server said:[/] {message}")
+        finally:
+            await session.close()
+        took = time.perf_counter() - started
+        if doc.text == original:
+            console.print("[green]the file was typed back exactly[/]")
+        total = replay.typed_chars + replay.accepted_chars
+        console.print(
+            f"{len(replay.steps)} requests in {took:.0f} s; {replay.accepted_chars} of {total} characters "
+            f"came from accepted suggestions"
+        )
+        from collector.store import Store
+        from lsp_server.cli import format_stats
+
+        console.print(format_stats(Store(db).stats()), highlight=False)
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_demo(model: str | None = None, lines: int | None = None) -> int:
+    console = Console(stderr=False, highlight=False)
+    return asyncio.run(_run(model, lines, console))
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())
