@@ -1,0 +1,138 @@
+"""Which language a document is in, and a cached tree-sitter parser for it.
+
+Only the per-language wheels (`tree_sitter_python`, ...) are used: they ship the compiled grammar, so
+nothing is downloaded at run time. A language whose wheel is missing or fails to load gives no parser
+(None); callers fall back to rules that need no syntax tree.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from urllib.parse import unquote, urlparse
+
+import tree_sitter
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp")
+
+_EXTENSIONS = {
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".cts": "typescript",
+    ".tsx": "tsx",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".hh": "cpp",
+    ".hxx": "cpp",
+}
+
+# LSP languageId -> our language name. typescriptreact is TSX; javascriptreact parses with the JS grammar
+# (which accepts JSX).
+_LANGUAGE_IDS = {
+    "python": "python",
+    "javascript": "javascript",
+    "javascriptreact": "javascript",
+    "typescript": "typescript",
+    "typescriptreact": "tsx",
+    "go": "go",
+    "rust": "rust",
+    "java": "java",
+    "c": "c",
+    "cpp": "cpp",
+}
+
+# language -> (module, function returning the grammar pointer)
+_GRAMMARS = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "java": ("tree_sitter_java", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+}
+
+_parsers: dict[str, tree_sitter.Parser | None] = {}
+# A tree-sitter parser is not safe to use from two threads at once; each language's parser has a lock.
+_locks: dict[str, threading.Lock] = {language: threading.Lock() for language in LANGUAGES}
+_init_lock = threading.Lock()
+
+
+def language_for(path_or_uri: str) -> str | None:
+    """The language of a file path or `file://` URI, by its extension; None when unknown."""
+    path = path_or_uri
+    if "://" in path_or_uri:
+        path = unquote(urlparse(path_or_uri).path)
+    ext = os.path.splitext(path)[1].lower()
+    return _EXTENSIONS.get(ext)
+
+
+def normalize_language(language_id: str | None, path_or_uri: str) -> str | None:
+    """The language from an LSP languageId when it is one we know, else from the path's extension."""
+    if language_id:
+        known = _LANGUAGE_IDS.get(language_id.strip().lower())
+        if known is not None:
+            return known
+    return language_for(path_or_uri)
+
+
+def parser_for(language: str | None) -> tree_sitter.Parser | None:
+    """A parser for `language` (cached, one per language); None when unknown or the grammar won't load."""
+    if not isinstance(language, str) or language not in _GRAMMARS:
+        return None
+    if language in _parsers:
+        return _parsers[language]
+    with _init_lock:
+        if language not in _parsers:
+            _parsers[language] = _load(language)
+        return _parsers[language]
+
+
+def _load(language: str) -> tree_sitter.Parser | None:
+    module_name, func_name = _GRAMMARS[language]
+    try:
+        module = importlib.import_module(module_name)
+        return tree_sitter.Parser(tree_sitter.Language(getattr(module, func_name)()))
+    except Exception as exc:  # a broken or missing wheel must not take the caller down
+        log.warning("no tree-sitter parser for %s: %s", language, exc)
+        return None
+
+
+def parse(
+    text: str | bytes, language: str | None, *, old_tree: tree_sitter.Tree | None = None
+) -> tree_sitter.Tree | None:
+    """The syntax tree of `text` (str, or UTF-8 bytes), or None when there is no parser for `language`.
+
+    `old_tree`, already brought in line with `text` by `Tree.edit`, makes the parse incremental.
+    """
+    parser = parser_for(language)
+    if parser is None:
+        return None
+    source = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    try:
+        with _locks[language]:
+            if old_tree is None:
+                return parser.parse(source)
+            return parser.parse(source, old_tree)
+    except Exception as exc:
+        log.warning("tree-sitter parse failed for %s: %s", language, exc)
+        return None
