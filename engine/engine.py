@@ -92,6 +92,8 @@ class Engine:
         if self.config.typed_ahead:
             hit = self.cache.get(req.uri, before, line_rest)
             if hit is not None:
+                parent_id = hit.entry.request_id
+                hit.entry.request_id = req.request_id  # the next hit continues this request
                 ms = (time.perf_counter() - t0) * 1000
                 return Completion(
                     text=hit.text,
@@ -100,7 +102,7 @@ class Engine:
                     prompt=None,
                     logprobs=LogprobSummary(),
                     timings_ms={"cache_ms": ms, "total_ms": ms},
-                    parent_id=hit.entry.request_id,
+                    parent_id=parent_id,
                 )
         self.cache.drop(req.uri)
 
@@ -113,6 +115,8 @@ class Engine:
         cursor_line_prefix = before[before.rfind("\n") + 1 :]
         rule = StopRule(mode, cursor_line_prefix=cursor_line_prefix, suffix=after, max_lines=self.config.max_lines)
         max_tokens = self.config.max_tokens_multi if mode == "multi" else self.config.max_tokens_single
+        if req.cancelled():  # superseded while it waited for the worker
+            return Completion("", mode, "model", prompt, LogprobSummary(), {"total_ms": (t2 - t0) * 1000}, True)
         stats = GenerationStats()
         text = ""
         logprobs: list[float] = []

@@ -37,6 +37,7 @@ def _quiet_stderr():
 
 
 class LlamaBackend:
+    PREFILL_CHUNK = 128
     def __init__(
         self,
         model_path: str | Path,
@@ -99,7 +100,7 @@ class LlamaBackend:
     def _last_logits(self) -> np.ndarray:
         return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))
 
-    def _prefill(self, tokens: list[int]) -> int:
+    def _prefill(self, tokens: list[int], cancelled: Callable[[], bool]) -> int:
         """Evaluate `tokens`, reusing the cached prefix. Returns how many tokens were reused."""
         llm = self.llm
         keep = 0
@@ -115,7 +116,11 @@ class LlamaBackend:
             llm.reset()
             llm._ctx.kv_cache_clear()
         llm.n_tokens = keep
-        llm.eval(tokens[keep:])
+        # In chunks, so a superseded request stops early; what was evaluated stays cached for the next.
+        for i in range(keep, len(tokens), self.PREFILL_CHUNK):
+            if i > keep and cancelled():
+                break
+            llm.eval(tokens[i : i + self.PREFILL_CHUNK])
         return keep
 
     def generate(
@@ -132,7 +137,7 @@ class LlamaBackend:
             tokens = tokens[:1] + tokens[len(tokens) - room + 1 :]
         stats.prompt_tokens = len(tokens)
         start = time.perf_counter()
-        stats.reused_tokens = self._prefill(tokens)
+        stats.reused_tokens = self._prefill(tokens, cancelled)
         stats.prefill_ms = (time.perf_counter() - start) * 1000
         pending = b""
         for _ in range(max_tokens):

@@ -65,6 +65,8 @@ def check_gguf(path: Path) -> None:
         raise BackendError(f"model path is not a file: {path}")
     with path.open("rb") as f:
         head = f.read(8)
+    if not head:
+        raise BackendError(f"model file is empty: {path}")
     if head[:4] != GGUF_MAGIC:
         raise BackendError(f"not a GGUF model file (bad magic {head[:4]!r}): {path}")
     if len(head) < 8:

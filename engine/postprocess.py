@@ -122,16 +122,21 @@ def _is_word(ch: str) -> bool:
 
 
 def _trim_multi(completion: str, suffix: str) -> str:
-    head = [row.strip() for row in suffix.split("\n") if row.strip()]
+    head = [row.rstrip() for row in suffix.split("\n") if row.strip()]
     if not head:
         return completion
     rows = completion.rstrip().split("\n")
-    # The completion's last non-blank lines that equal the suffix's first non-blank lines.
+    # The completion's last non-blank lines that equal the suffix's first non-blank lines, indentation
+    # included (a `return x` inside the block is not the `return x` after it). The completion's first
+    # row continues the cursor line, so its indentation is not all there: compare it stripped.
     content = [i for i, row in enumerate(rows) if row.strip()]
+
+    def same(i: int, want: str) -> bool:
+        return rows[i].strip() == want.strip() if i == 0 else rows[i].rstrip() == want
+
     best = 0
     for m in range(min(len(content), len(head)), 0, -1):
-        tail = [rows[i].strip() for i in content[-m:]]
-        if tail == head[:m]:
+        if all(same(i, want) for i, want in zip(content[-m:], head[:m])):
             best = m
             break
     if best:
@@ -140,6 +145,6 @@ def _trim_multi(completion: str, suffix: str) -> str:
         rows.pop()
     if rows and not best:  # the suffix's first line was not already matched above
         last = rows[-1].strip()
-        if is_closer_line(last) and suffix_has_closer(last, head[0]):
+        if is_closer_line(last) and suffix_has_closer(last, head[0].strip()):
             rows.pop()
     return "\n".join(rows).rstrip()

@@ -23,11 +23,11 @@ generates.
 Run:
 
     # the whole benchmark (1,033 tasks; about 10-20 minutes on two CPU cores)
-    .venv/bin/python -m lsp_server.cli bench infill
+    .venv/bin/python -m lsp_server bench infill
     # the first 150 tasks, as one JSON object
-    .venv/bin/python -m lsp_server.cli bench infill --limit 150 --json
+    .venv/bin/python -m lsp_server bench infill --limit 150 --json
     # another GGUF model
-    .venv/bin/python -m lsp_server.cli bench infill --limit 150 --model path/to/model.gguf
+    .venv/bin/python -m lsp_server bench infill --limit 150 --model path/to/model.gguf
 """
 
 from __future__ import annotations
@@ -267,20 +267,16 @@ def format_report(report: Report, model_name: str) -> str:
     return cap.get().rstrip() + f"\n{report.seconds:.0f} s"
 
 
-def _fail(message: str) -> int:
-    # One line and exit status 1, as the CLI's own errors (not its CliError: under `python -m
-    # lsp_server.cli` that module is `__main__` and a CliError raised from here would not be caught).
-    print(f"hindsight: {message}", file=sys.stderr)
-    return 1
 
 
 def main(args) -> int:
     from engine.backend import BackendError
     from engine.llama_backend import LlamaBackend
     from engine.model import resolve_model
+    from lsp_server.cli import CliError
 
     if args.limit is not None and args.limit < 1:
-        return _fail("--limit must be at least 1")
+        raise CliError("--limit must be at least 1")
     tasks = load_tasks()[: args.limit]
     try:
         backend = LlamaBackend(resolve_model(args.model))
@@ -295,7 +291,7 @@ def main(args) -> int:
                 job = bar.add_task("infill", total=len(tasks))
                 report = run(tasks, backend, progress=lambda n: bar.advance(job, n))
     except BackendError as exc:
-        return _fail(str(exc))
+        raise CliError(str(exc)) from None
 
     if args.json:
         print(json.dumps(report.as_json()))

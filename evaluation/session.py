@@ -61,7 +61,7 @@ class Session:
         def _log(params: types.LogMessageParams):
             pass
 
-        args = ["-m", "lsp_server.cli"]
+        args = ["-m", "lsp_server", *(["-vv"] if os.environ.get("HINDSIGHT_DEBUG") else [])]
         if log_file is not None:
             args += ["--log-file", str(log_file)]
         args.append("serve")

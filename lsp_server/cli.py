@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -35,8 +36,13 @@ def cmd_serve(args) -> int:
     server.model_override = args.model
     if args.tcp:
         server.start_tcp("127.0.0.1", args.tcp)
-    else:
-        server.start_io()
+        return 0
+    # The protocol gets its own copy of stdout, and fd 1 is pointed at stderr: nothing but protocol may
+    # reach the client. (llama-cpp-python redirects fd 1 to /dev/null while it loads a model, from the
+    # model thread; a response written meanwhile would be lost.)
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    server.start_io(sys.stdin.buffer, protocol_out)
     return 0
 
 
@@ -214,6 +220,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -91,10 +91,13 @@ def test_multi_drops_trailing_lines_the_suffix_starts_with():
     assert trim_suffix_overlap(completion, suffix, "multi") == "    x = load()\n    y = x * 2"
 
 
-def test_multi_compares_lines_stripped_and_skips_blank_lines():
-    completion = "  a();\n  b();\n\n    c();\n}"
+def test_multi_compares_lines_with_indentation_and_skips_blank_lines():
+    completion = "  a();\n  b();\n\n  c();\n}"
     suffix = "\n\n  c();\n\n}\n"
     assert trim_suffix_overlap(completion, suffix, "multi") == "  a();\n  b();"
+    # A deeper `c();` is the completion's own line, not the suffix again.
+    deeper = "  a();\n  b();\n\n    c();\n}"
+    assert trim_suffix_overlap(deeper, suffix, "multi") == "  a();\n  b();\n\n    c();\n}"
 
 
 def test_multi_drops_a_closer_the_suffix_has():
@@ -151,3 +154,13 @@ def test_multi_a_completion_that_only_repeats_the_suffix_becomes_empty():
 )
 def test_clean(completion, mode, expected):
     assert clean(completion, mode) == expected
+
+
+def test_multi_line_trim_respects_indentation():
+    # `return False` inside the new block is not the `return False` that follows the block.
+    completion = "    for x in xs:\n        if x:\n            return False"
+    suffix = "\n    return False\n"
+    assert trim_suffix_overlap(completion, suffix, "multi") == completion
+    # The same line at the same indentation is the suffix written again: dropped.
+    completion = "    for x in xs:\n        total += x\n    return total"
+    assert trim_suffix_overlap(completion, "\n    return total\n", "multi") == "    for x in xs:\n        total += x"

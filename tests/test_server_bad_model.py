@@ -1,0 +1,58 @@
+"""A bad model file: the user is told once, completions come back empty, the server stays up."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from conftest import WORKSPACE
+
+BAD_MODEL = Path(tempfile.mkdtemp(prefix="hindsight-bad-model-")) / "broken.gguf"
+BAD_MODEL.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 100)  # right magic, truncated header
+DB = BAD_MODEL.parent / "bad-model.db"
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"]))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(),
+            root_uri=WORKSPACE.as_uri(),
+            initialization_options={"model": str(BAD_MODEL), "databasePath": str(DB), "bogusOption": 1},
+        )
+    )
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_bad_model_is_reported_once_and_completions_are_empty(client: LanguageClient):
+    uri = (WORKSPACE / "shapes" / "units.py").as_uri()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text="x = \n")
+        )
+    )
+    for _ in range(3):
+        result = await client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=0, character=4),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            )
+        )
+        assert not result or not result.items
+    model_messages = [m for m in client.messages if "broken.gguf" in m.message]
+    assert len(model_messages) == 1
+    assert model_messages[0].type == types.MessageType.Error
+    assert "\n" not in model_messages[0].message
+    # The unknown option was reported too, and the server still answers commands.
+    assert any("bogusOption" in m.message for m in client.messages)
+    status = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="hindsight.status", arguments=[])
+    )
+    assert status["modelLoaded"] is False and "broken.gguf" in status["modelError"]
