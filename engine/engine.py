@@ -5,8 +5,8 @@ Plain Python; the server calls it from its single model worker (llama.cpp is not
 
 from __future__ import annotations
 
-import bisect
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,6 +24,7 @@ class EngineConfig:
     max_tokens_multi: int = 160
     max_lines: int = 12
     typed_ahead: bool = True  # serve typed-ahead continuations from the cache
+    heal: bool = True  # token healing at the cursor, where the backend supports it
     budget: PromptBudget = field(default_factory=PromptBudget)
 
 
@@ -69,6 +70,15 @@ class Completion:
     reused_tokens: int = 0
 
 
+_HEAL = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
+
+
+def heal_text(cursor_line_prefix: str, limit: int = 40) -> str:
+    """The partial word at the cursor with the whitespace before it (or the bare indentation)."""
+    match = _HEAL.search(cursor_line_prefix[-limit:])
+    return match.group() if match else ""
+
+
 def split_at_cursor(text: str, line: int, character: int) -> tuple[str, str, str]:
     """(document text before the cursor, rest of the cursor line, document text after the cursor)."""
     lines = text.split("\n")
@@ -85,6 +95,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.prompts = PromptBuilder(backend.count_tokens, self.config.budget)
         self.cache = TypedAheadCache()
+        self._heals = self.config.heal and getattr(backend, "supports_must_start", False)
 
     def complete(self, req: CompletionRequest) -> Completion:
         t0 = time.perf_counter()
@@ -118,20 +129,27 @@ class Engine:
         if req.cancelled():  # superseded while it waited for the worker
             return Completion("", mode, "model", prompt, LogprobSummary(), {"total_ms": (t2 - t0) * 1000}, True)
         stats = GenerationStats()
-        text = ""
-        logprobs: list[float] = []
-        starts: list[int] = []  # offset in `text` where each token starts
+        # Token healing: the partial word (or indentation) at the cursor is cut from the prompt and the
+        # model must write it again; a prompt that ends mid-token is text the model never saw in training.
+        heal = heal_text(cursor_line_prefix) if self._heals else ""
+        extra = {"must_start": heal} if heal else {}
+        raw = ""
+        spans: list[tuple[int, int, float]] = []  # (start, end) in the text after `heal`, and log-prob
         kept: str | None = None
-        first_token_at = None
-        stream = self.backend.generate(prompt.text, max_tokens=max_tokens, stats=stats, cancelled=req.cancelled)
+        stream = self.backend.generate(
+            prompt.text[: len(prompt.text) - len(heal)],
+            max_tokens=max_tokens,
+            stats=stats,
+            cancelled=req.cancelled,
+            **extra,
+        )
         try:
             for token in stream:
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                starts.append(len(text))
-                text += token.text
-                logprobs.append(token.logprob)
-                kept = rule.feed(text)
+                spans.append((len(raw) - len(heal), len(raw) + len(token.text) - len(heal), token.logprob))
+                raw += token.text
+                if len(raw) <= len(heal):
+                    continue
+                kept = rule.feed(raw[len(heal) :])
                 if kept is not None:
                     break
         finally:
@@ -139,9 +157,10 @@ class Engine:
         t3 = time.perf_counter()
         cancelled = req.cancelled()
         if kept is None:
-            kept = rule.finish(text)
+            kept = rule.finish(raw[len(heal) :] if raw.startswith(heal) else "")
         # Log-probs of the tokens that made it into the kept text (a prefix of the generated text).
-        n_kept = bisect.bisect_left(starts, len(kept.rstrip()))
+        end = len(kept.rstrip())
+        logprobs = [lp for start, stop, lp in spans if stop > 0 and start < end]
         final = clean(trim_suffix_overlap(kept, after, mode), mode)
         t4 = time.perf_counter()
         if final and not cancelled:
@@ -159,7 +178,7 @@ class Engine:
             mode=mode,
             source="model",
             prompt=prompt,
-            logprobs=LogprobSummary.of(logprobs[:n_kept]),
+            logprobs=LogprobSummary.of(logprobs),
             timings_ms=timings,
             cancelled=cancelled,
             prompt_tokens=stats.prompt_tokens,

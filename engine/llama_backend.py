@@ -38,6 +38,8 @@ def _quiet_stderr():
 
 class LlamaBackend:
     PREFILL_CHUNK = 128
+    HEAL_CANDIDATES = 64  # tokens considered, best first, for the text the generation must begin with
+    supports_must_start = True
     def __init__(
         self,
         model_path: str | Path,
@@ -123,6 +125,19 @@ class LlamaBackend:
             llm.eval(tokens[i : i + self.PREFILL_CHUNK])
         return keep
 
+    def _choose(self, logits: np.ndarray, must_start: str) -> int | None:
+        """Greedy choice; while `must_start` is not yet generated, the best token consistent with it."""
+        if not must_start:
+            return int(np.argmax(logits))
+        top = np.argpartition(logits, -self.HEAL_CANDIDATES)[-self.HEAL_CANDIDATES :]
+        for token in top[np.argsort(-logits[top])]:
+            piece = self._piece(int(token)).decode("utf-8", errors="ignore")
+            if piece and (piece.startswith(must_start) or must_start.startswith(piece)):
+                return int(token)
+        # None of the likely tokens fits: spell the text out the way the tokenizer would.
+        forced = self.llm.tokenize(must_start.encode("utf-8"), add_bos=False, special=False)
+        return forced[0] if forced else None
+
     def generate(
         self,
         prompt: str,
@@ -130,7 +145,11 @@ class LlamaBackend:
         max_tokens: int,
         stats: GenerationStats,
         cancelled: Callable[[], bool],
+        must_start: str = "",
     ) -> Iterator[Token]:
+        """`must_start`: text the generation has to begin with (token healing: the engine cuts the
+        partial word or indentation at the cursor from the prompt, and the model writes it again in
+        whatever tokens it prefers)."""
         tokens = self.tokenize(prompt)
         room = self.n_ctx - max_tokens - 1
         if len(tokens) > room:  # the engine budgets below this; a safety net, keep the end
@@ -144,17 +163,18 @@ class LlamaBackend:
             if cancelled():
                 return
             logits = self._last_logits()
-            token = int(np.argmax(logits))
-            top = float(logits[token])
-            logprob = -float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
-            if token in self._eos:
+            token = self._choose(logits, must_start)
+            if token is None or token in self._eos:
                 return
+            top = float(logits.max())
+            logprob = float(logits[token]) - top - float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
             pending += self._piece(token)
             try:
                 text = pending.decode("utf-8")
                 pending = b""
             except UnicodeDecodeError:
                 text = ""  # a multi-byte character split across tokens: wait for the rest
+            must_start = must_start[len(text) :] if must_start.startswith(text) else ""
             # Evaluate the token before yielding, so the cache always holds what we returned.
             self.llm.eval([token])
             if text:

@@ -75,3 +75,14 @@ def test_out_of_range_positions_are_clamped():
 
 def test_split_at_cursor():
     assert split_at_cursor("ab\ncdef\ng", 1, 2) == ("ab\ncd", "ef", "ef\ng")
+
+
+def test_heal_text_takes_the_partial_word_and_the_space_before_it():
+    from engine.engine import heal_text
+
+    assert heal_text("    return self.wid") == "wid"
+    assert heal_text("    return") == "    return"
+    assert heal_text("x = ") == " "
+    assert heal_text("    ") == "    "
+    assert heal_text("foo(") == ""
+    assert heal_text("") == ""
