@@ -25,6 +25,10 @@ class EngineConfig:
     max_lines: int = 12
     typed_ahead: bool = True  # serve typed-ahead continuations from the cache
     heal: bool = True  # token healing at the cursor, where the backend supports it
+    # Stop before the first token the model gives less than this probability (0 = never): show what
+    # the model is sure of. 0.25 measured: typing replay 38 → 56 accepted, p50 121 → 80 ms; HumanEval
+    # infill pass@1 0.347 → 0.333 (150 tasks), as a truncated line fails its tests.
+    min_token_prob: float = 0.25
     budget: PromptBudget = field(default_factory=PromptBudget)
 
 
@@ -133,6 +137,7 @@ class Engine:
         # model must write it again; a prompt that ends mid-token is text the model never saw in training.
         heal = heal_text(cursor_line_prefix) if self._heals else ""
         extra = {"must_start": heal} if heal else {}
+        min_logprob = math.log(self.config.min_token_prob) if self.config.min_token_prob > 0 else -math.inf
         raw = ""
         spans: list[tuple[int, int, float]] = []  # (start, end) in the text after `heal`, and log-prob
         kept: str | None = None
@@ -146,6 +151,11 @@ class Engine:
         try:
             for token in stream:
                 spans.append((len(raw) - len(heal), len(raw) + len(token.text) - len(heal), token.logprob))
+                if len(raw) >= len(heal) and token.logprob < min_logprob:
+                    # The model is unsure how to go on: show what it was sure of, not a guess.
+                    spans.pop()
+                    kept = rule.finish(raw[len(heal) :])
+                    break
                 raw += token.text
                 if len(raw) <= len(heal):
                     continue

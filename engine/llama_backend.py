@@ -175,7 +175,8 @@ class LlamaBackend:
             except UnicodeDecodeError:
                 text = ""  # a multi-byte character split across tokens: wait for the rest
             must_start = must_start[len(text) :] if must_start.startswith(text) else ""
-            # Evaluate the token before yielding, so the cache always holds what we returned.
-            self.llm.eval([token])
+            # Yield before evaluating: the caller often stops at this token (a newline, an unsure
+            # token), and then evaluating it would be wasted. The cache holds what was evaluated.
             if text:
                 yield Token(text, logprob)
+            self.llm.eval([token])

@@ -161,6 +161,7 @@ class HindsightServer(LanguageServer):
             max_tokens_single=c.max_tokens_single,
             max_tokens_multi=c.max_tokens_multi,
             max_lines=c.max_lines,
+            min_token_prob=c.min_token_prob,
             typed_ahead=c.typed_ahead,
             budget=PromptBudget(
                 prefix_tokens=opts.context.prefix_tokens,
