@@ -25,7 +25,7 @@ from pygls.uris import to_fs_path
 from collector.store import Store, StoreError
 from collector.tracker import OutcomeTracker
 from engine.backend import BackendError
-from engine.engine import Completion, CompletionRequest, Engine, EngineConfig
+from engine.engine import Completion, CompletionRequest, Engine, EngineConfig, LogprobSummary
 from engine.prompt import PromptBudget
 from engine.syntax import normalize_language
 
@@ -250,7 +250,7 @@ class HindsightServer(LanguageServer):
     def _complete_on_worker(self, req: CompletionRequest, received: float):
         queued = (time.perf_counter() - received) * 1000
         if req.cancelled():
-            return Completion("", "single", "model", None, None, {"queue_ms": queued}, cancelled=True), None
+            return Completion("", "single", "model", None, LogprobSummary(), {"queue_ms": queued}, cancelled=True), None
         engine = self.load_engine()
         if engine is None:
             return None, None
@@ -288,13 +288,12 @@ class HindsightServer(LanguageServer):
                 parent_id=c.parent_id,
                 timings_json=dict(c.timings_ms, server_ms=latency),
             )
-            if c.logprobs is not None:
-                row.update(
-                    n_tokens=c.logprobs.n_tokens,
-                    logprob_sum=c.logprobs.sum,
-                    logprob_mean=c.logprobs.mean,
-                    logprob_min=c.logprobs.min,
-                )
+            row.update(
+                n_tokens=c.logprobs.n_tokens,
+                logprob_sum=c.logprobs.sum,
+                logprob_mean=c.logprobs.mean,
+                logprob_min=c.logprobs.min,
+            )
             if c.prompt is not None:
                 row.update(
                     prompt=c.prompt.text,

@@ -1,0 +1,61 @@
+"""A corrupt database: the user is told once, completions go on, and the file is left as it was."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from conftest import WORKSPACE
+
+pytestmark = pytest.mark.slow
+
+CORRUPT = Path(tempfile.mkdtemp(prefix="hindsight-bad-db-")) / "corrupt.db"
+CONTENT = b"definitely not an SQLite database " * 200
+CORRUPT.write_bytes(CONTENT)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"]))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(),
+            root_uri=WORKSPACE.as_uri(),
+            initialization_options={"databasePath": str(CORRUPT)},
+        )
+    )
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_corrupt_database_is_reported_and_completion_goes_on(client: LanguageClient):
+    source = (WORKSPACE / "shapes" / "geometry.py").read_text()
+    lines = source.split("\n")
+    line = next(i for i, l in enumerate(lines) if l.strip() == "return math.pi * r * r")
+    lines[line] = "        return "
+    uri = (WORKSPACE / "shapes" / "_corrupt_db.py").as_uri()
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text="\n".join(lines))
+        )
+    )
+    result = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=15),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+        )
+    )
+    assert result and result.items and result.items[0].insert_text.strip()
+    db_messages = [m for m in client.messages if "corrupt.db" in m.message]
+    assert len(db_messages) == 1 and "\n" not in db_messages[0].message
+    # Accepting still works (nothing to record it in) and the file is untouched.
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="hindsight.accept", arguments=result.items[0].command.arguments)
+    )
+    assert CORRUPT.read_bytes() == CONTENT
