@@ -20,8 +20,8 @@ from .session import Session
 from .simulator import SimulatedDeveloper, Step
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "tests" / "workspace"
-DEMO_FILE = "shapes/geometry.py"
-FIRST_TYPED_LINE = 21  # 0-based: type back from `class Rectangle` on
+# (file, language id, first line typed back, 0-based): the developer removes the rest and types it again.
+FILES = [("shapes/geometry.py", "python", 21), ("web/report.js", "javascript", 3)]
 
 
 def _show(console: Console, step: Step) -> None:
@@ -29,6 +29,23 @@ def _show(console: Console, step: Step) -> None:
     shown = step.suggestion.replace("\n", "⏎") or "(nothing)"
     extra = f" [{len(step.accepted)} chars]" if step.action == "partial" else ""
     console.print(f"[{colour}]{step.action:>10}[/] {step.latency_ms:7.0f} ms  {shown[:90]}{extra}", highlight=False)
+
+
+async def _type_file(session: Session, root: Path, name: str, language: str, first: int, lines: int | None, console):
+    path = root / name
+    original = path.read_text()
+    all_lines = original.split("\n")
+    end = len(all_lines) if lines is None else min(len(all_lines), first + lines)
+    head = "\n".join(all_lines[:first]) + "\n"
+    target = "\n".join(all_lines[first:end])
+    tail = original[len(head) + len(target) :]
+    console.print(f"\n[bold]{name}[/]: typing {end - first} lines back")
+    doc = await session.open(path, head + tail, language)
+    dev = SimulatedDeveloper(session, doc, len(head), target, pace_s=0.02, on_step=lambda s: _show(console, s))
+    replay = await dev.run()
+    if doc.text == original:
+        console.print("[green]the file was typed back exactly[/]")
+    return replay
 
 
 async def _run(model: str | None, lines: int | None, console: Console) -> int:
@@ -40,32 +57,24 @@ async def _run(model: str | None, lines: int | None, console: Console) -> int:
         options = {"databasePath": str(db)}
         if model:
             options["model"] = model
-        path = root / DEMO_FILE
-        original = path.read_text()
-        all_lines = original.split("\n")
-        end_line = len(all_lines) if lines is None else min(len(all_lines), FIRST_TYPED_LINE + lines)
-        head = "\n".join(all_lines[:FIRST_TYPED_LINE]) + "\n"
-        target = "\n".join(all_lines[FIRST_TYPED_LINE:end_line])
-        tail = original[len(head) + len(target) :]
-
-        console.print(f"[bold]hindsight demo[/]: typing {end_line - FIRST_TYPED_LINE} lines of {DEMO_FILE} back")
+        console.print("[bold]hindsight demo[/]: a simulated developer types code back through the real server")
         started = time.perf_counter()
         session = await Session.start(root, options=options, log_file=work / "server.log")
         try:
-            doc = await session.open(path, head + tail)
-            dev = SimulatedDeveloper(session, doc, len(head), target, pace_s=0.02, on_step=lambda s: _show(console, s))
-            replay = await dev.run()
+            replays = [
+                await _type_file(session, root, name, language, first, lines, console)
+                for name, language, first in FILES
+            ]
             for message in session.messages:
                 console.print(f"[red]server said:[/] {message}")
         finally:
             await session.close()
         took = time.perf_counter() - started
-        if doc.text == original:
-            console.print("[green]the file was typed back exactly[/]")
-        total = replay.typed_chars + replay.accepted_chars
+        requests = sum(len(r.steps) for r in replays)
+        accepted = sum(r.accepted_chars for r in replays)
+        total = accepted + sum(r.typed_chars for r in replays)
         console.print(
-            f"{len(replay.steps)} requests in {took:.0f} s; {replay.accepted_chars} of {total} characters "
-            f"came from accepted suggestions"
+            f"\n{requests} requests in {took:.0f} s; {accepted} of {total} characters came from accepted suggestions"
         )
         from collector.store import Store
         from lsp_server.cli import format_stats
