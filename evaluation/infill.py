@@ -213,12 +213,12 @@ class Report:
         }
 
 
-def run(tasks: list[InfillTask], backend, *, progress=None, workers: int = 2) -> Report:
+def run(tasks: list[InfillTask], backend, *, progress=None, workers: int = 2, config=None) -> Report:
     """Both systems on every task. Tasks of one problem go through one system, then the other, so that
     consecutive prompts share their beginning and the backend's KV cache is reused."""
     from engine.engine import Engine
 
-    engine = Engine(backend)
+    engine = Engine(backend, config)
     start = time.perf_counter()
     results: list[TaskResult] = []
     by_problem: dict[str, list[InfillTask]] = {}
@@ -271,6 +271,7 @@ def format_report(report: Report, model_name: str) -> str:
 
 def main(args) -> int:
     from engine.backend import BackendError
+    from engine.engine import EngineConfig
     from engine.llama_backend import LlamaBackend
     from engine.model import resolve_model
     from lsp_server.cli import CliError
@@ -278,10 +279,13 @@ def main(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise CliError("--limit must be at least 1")
     tasks = load_tasks()[: args.limit]
+    config = EngineConfig()
+    if args.min_token_prob is not None:
+        config.min_token_prob = args.min_token_prob
     try:
         backend = LlamaBackend(resolve_model(args.model))
         if args.json:
-            report = run(tasks, backend)
+            report = run(tasks, backend, config=config)
         else:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -289,7 +293,7 @@ def main(args) -> int:
             columns = (TextColumn("infill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=Console(stderr=True)) as bar:
                 job = bar.add_task("infill", total=len(tasks))
-                report = run(tasks, backend, progress=lambda n: bar.advance(job, n))
+                report = run(tasks, backend, progress=lambda n: bar.advance(job, n), config=config)
     except BackendError as exc:
         raise CliError(str(exc)) from None
 

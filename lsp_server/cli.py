@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("infill", help="HumanEval single-line infilling, executed")
     b.add_argument("--json", action="store_true")
     b.add_argument("--limit", type=int, default=None, help="first N of the 1,033 tasks")
+    b.add_argument("--min-token-prob", type=float, default=None, help="override the engine's (0 = no truncation)")
     b.add_argument("--model")
     b.set_defaults(func=cmd_bench)
     return parser
