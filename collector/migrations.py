@@ -135,3 +135,15 @@ def m001_initial(db: Database) -> None:
             """,
         ],
     )
+
+
+@migration
+def m002_prompt_tokens(db: Database) -> None:
+    """How long each prompt was and how much of it the model's KV cache already held."""
+    _run(
+        db,
+        [
+            "ALTER TABLE requests ADD COLUMN prompt_tokens INTEGER",
+            "ALTER TABLE requests ADD COLUMN reused_tokens INTEGER",
+        ],
+    )

@@ -289,6 +289,8 @@ class HindsightServer(LanguageServer):
                 timings_json=dict(c.timings_ms, server_ms=latency),
             )
             row.update(
+                prompt_tokens=c.prompt_tokens,
+                reused_tokens=c.reused_tokens,
                 n_tokens=c.logprobs.n_tokens,
                 logprob_sum=c.logprobs.sum,
                 logprob_mean=c.logprobs.mean,

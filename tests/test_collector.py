@@ -16,6 +16,8 @@ AWS_KEY_ID = "AKIA" + "IOSFODNN7" + "EXAMPLE"
 PEM_BODY = "MIIEowIBAAKCAQEA7bq98Wq1/example+key+material+0123456789abcdefghij"
 PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----"
 
+SHIPPED = [name for name, _ in migrations.MIGRATIONS]  # the migrations in the code, in order
+
 
 @pytest.fixture
 def db_file(tmp_path, monkeypatch):
@@ -93,7 +95,7 @@ def applied_rows(path):
 def test_migrations_apply_once(db_file):
     Store().close()
     first = applied_rows(db_file)
-    assert [name for name, _ in first] == ["m001_initial"]
+    assert [name for name, _ in first] == SHIPPED
     Store().close()
     assert applied_rows(db_file) == first  # same rows, same times: nothing re-applied
     tables = {name for (name,) in raw_rows(db_file, "SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -106,18 +108,18 @@ def test_a_new_migration_is_applied_on_next_open_and_only_once(db_file, monkeypa
     s.close()
     calls = []
 
-    def m002_dummy(db):
+    def m999_dummy(db):
         calls.append(1)
         db.execute("ALTER TABLE requests ADD COLUMN dummy TEXT")
 
-    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, ("m002_dummy", m002_dummy)])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, ("m999_dummy", m999_dummy)])
     s = Store()
     s.update_request(request_id, dummy="new column")  # the store sees columns added by migrations
     assert s.get_request(request_id)["dummy"] == "new column"
     s.close()
     Store().close()
     assert calls == [1]
-    assert [name for name, _ in applied_rows(db_file)] == ["m001_initial", "m002_dummy"]
+    assert [name for name, _ in applied_rows(db_file)] == [*SHIPPED, "m999_dummy"]
 
 
 def test_a_failing_migration_is_rolled_back_whole(db_file, monkeypatch):
@@ -132,7 +134,7 @@ def test_a_failing_migration_is_rolled_back_whole(db_file, monkeypatch):
         Store()
     tables = {name for (name,) in raw_rows(db_file, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "half_done" not in tables
-    assert [name for name, _ in applied_rows(db_file)] == ["m001_initial"]
+    assert [name for name, _ in applied_rows(db_file)] == SHIPPED
 
 
 # -- requests ----------------------------------------------------------------------------------------

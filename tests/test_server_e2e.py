@@ -162,6 +162,7 @@ async def test_completion_at_the_cursor_is_recorded(client: LanguageClient):
     timings = json.loads(row["timings_json"])
     assert {"prefill_ms", "generate_ms", "total_ms", "queue_ms"} <= set(timings)
     assert row["n_tokens"] >= 1 and row["logprob_mean"] <= 0
+    assert row["prompt_tokens"] > 0 and 0 <= row["reused_tokens"] <= row["prompt_tokens"]
 
 
 async def test_multi_line_where_a_block_opens(client: LanguageClient):
