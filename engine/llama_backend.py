@@ -21,7 +21,8 @@ from .model import check_gguf
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """llama.cpp prints its load log straight to fd 2; keep it out of the user's terminal."""
+    """llama.cpp prints some load messages straight to fd 2, past llama-cpp-python's verbose=False;
+    keep them out of the user's terminal."""
     try:
         fd = os.dup(2)
     except OSError:  # pragma: no cover
@@ -40,6 +41,7 @@ class LlamaBackend:
     PREFILL_CHUNK = 128
     HEAL_CANDIDATES = 64  # tokens considered, best first, for the text the generation must begin with
     supports_must_start = True
+
     def __init__(
         self,
         model_path: str | Path,
@@ -47,7 +49,6 @@ class LlamaBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         kv_reuse: bool = True,
-        lora_path: str | Path | None = None,
     ):
         import llama_cpp
 
@@ -67,8 +68,6 @@ class LlamaBackend:
             swa_full=True,
             verbose=False,
         )
-        if lora_path:
-            kwargs["lora_path"] = str(lora_path)
         try:
             with _quiet_stderr():
                 self.llm = llama_cpp.Llama(**kwargs)
@@ -114,10 +113,7 @@ class LlamaBackend:
                 keep = int(diff[0]) if len(diff) else limit
         if keep and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             keep = 0
-        if keep == 0:
-            llm.reset()
-            llm._ctx.kv_cache_clear()
-        llm.n_tokens = keep
+        llm.n_tokens = keep  # eval() drops the cache from here on
         # In chunks, so a superseded request stops early; what was evaluated stays cached for the next.
         for i in range(keep, len(tokens), self.PREFILL_CHUNK):
             if i > keep and cancelled():
