@@ -28,7 +28,7 @@ class EngineConfig:
     # Stop before the first token the model gives less than this probability (0 = never): show what
     # the model is sure of. 0.25 against 0 (docs/BENCHMARKS.md): typing replay p50 98 → 63 ms, as many
     # characters from suggestions, fewer wrong ones shown; HumanEval infill pass@1 0.320 → 0.307.
-    min_token_prob: float = 0.25
+    min_token_prob: float = 0.3
     budget: PromptBudget = field(default_factory=PromptBudget)
 
 

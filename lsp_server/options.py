@@ -24,7 +24,7 @@ class CompletionOptions:
     max_tokens_single: int = 48
     max_tokens_multi: int = 160
     max_lines: int = 12
-    min_token_prob: float = 0.25  # stop before the first token the model is less sure of (0 = never)
+    min_token_prob: float = 0.3  # stop before the first token the model is less sure of (0 = never)
     typed_ahead: bool = True  # serve typed-ahead continuations from the cache
     kv_reuse: bool = True  # keep the model's KV cache across requests
 
