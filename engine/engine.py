@@ -26,8 +26,8 @@ class EngineConfig:
     typed_ahead: bool = True  # serve typed-ahead continuations from the cache
     heal: bool = True  # token healing at the cursor, where the backend supports it
     # Stop before the first token the model gives less than this probability (0 = never): show what
-    # the model is sure of. 0.25 against 0 (docs/BENCHMARKS.md): typing replay p50 98 → 63 ms, as many
-    # characters from suggestions, fewer wrong ones shown; HumanEval infill pass@1 0.320 → 0.307.
+    # the model is sure of. 0.3 against 0 (docs/BENCHMARKS.md): typing replay p50 98 → 57 ms, as many
+    # characters from suggestions, fewer wrong ones shown; costs HumanEval infill pass@1 points.
     min_token_prob: float = 0.3
     budget: PromptBudget = field(default_factory=PromptBudget)
 
