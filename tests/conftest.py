@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,3 +23,23 @@ def rows(db: Path, sql: str, params=()) -> list[dict]:
         return [dict(r) for r in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+def server_config():
+    """pytest-lsp: the real server, `hindsight serve` over stdio, in its own process."""
+    from pytest_lsp import ClientServerConfig
+
+    return ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"])
+
+
+async def initialize(lsp_client, options: dict):
+    """The initialize handshake a client makes, with `options` as initializationOptions."""
+    from lsprotocol import types
+
+    return await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(),
+            root_uri=WORKSPACE.as_uri(),
+            initialization_options=options,
+        )
+    )

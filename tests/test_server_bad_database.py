@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE
+from conftest import WORKSPACE, initialize, server_config
 
 pytestmark = pytest.mark.slow
 
@@ -20,15 +19,9 @@ CONTENT = b"definitely not an SQLite database " * 200
 CORRUPT.write_bytes(CONTENT)
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"]))
+@pytest_lsp.fixture(config=server_config())
 async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=types.ClientCapabilities(),
-            root_uri=WORKSPACE.as_uri(),
-            initialization_options={"databasePath": str(CORRUPT)},
-        )
-    )
+    await initialize(lsp_client, {"databasePath": str(CORRUPT)})
     yield
     await lsp_client.shutdown_session()
 

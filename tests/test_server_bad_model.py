@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest_lsp
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE
+from conftest import WORKSPACE, initialize, server_config
 
 BAD_MODEL = Path(tempfile.mkdtemp(prefix="hindsight-bad-model-")) / "broken.gguf"
 BAD_MODEL.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 100)  # right magic, truncated header
 DB = BAD_MODEL.parent / "bad-model.db"
 
 
-@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"]))
+@pytest_lsp.fixture(config=server_config())
 async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=types.ClientCapabilities(),
-            root_uri=WORKSPACE.as_uri(),
-            initialization_options={"model": str(BAD_MODEL), "databasePath": str(DB), "bogusOption": 1},
-        )
-    )
+    await initialize(lsp_client, {"model": str(BAD_MODEL), "databasePath": str(DB), "bogusOption": 1})
     yield
     await lsp_client.shutdown_session()
 

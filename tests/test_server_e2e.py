@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,27 +16,20 @@ import pytest
 import pytest_lsp
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
-from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, rows
+from conftest import WORKSPACE, initialize, rows, server_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 DB = Path(tempfile.mkdtemp(prefix="hindsight-e2e-")) / "e2e.db"
 OPTIONS = {"databasePath": str(DB), "persistenceDelaysS": [1.0, 2.0]}
 GEOMETRY = WORKSPACE / "shapes" / "geometry.py"
-SERVER = [sys.executable, "-m", "lsp_server", "serve"]
 
 
-@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER))
+@pytest_lsp.fixture(scope="module", config=server_config())
 async def client(lsp_client: LanguageClient):
-    result = await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=types.ClientCapabilities(),
-            root_uri=WORKSPACE.as_uri(),
-            initialization_options=OPTIONS,
-        )
-    )
+    result = await initialize(lsp_client, OPTIONS)
     lsp_client.init_result = result
     yield
     await lsp_client.shutdown_session()
