@@ -199,9 +199,6 @@ class OutcomeTracker:
             self.accepted[uri].pop(id, None)
         return score
 
-    def watched(self, uri: str) -> list[str]:
-        return list(self.accepted.get(uri, {}))
-
     # -- internals ------------------------------------------------------------------------------------
     def _outcome(self, id: str, outcome: str, reason: str | None = None) -> bool:
         return self.store.set_outcome(id, outcome, reason=reason)

@@ -18,7 +18,6 @@ class CacheEntry:
 @dataclass
 class CacheHit:
     text: str  # what is left of the suggestion after what the user typed
-    typed: str
     entry: CacheEntry
 
 
@@ -35,17 +34,12 @@ class TypedAheadCache:
 
     def get(self, uri: str, prefix: str, line_rest: str) -> CacheHit | None:
         entry = self._entries.get(uri)
-        if entry is None or line_rest != entry.line_rest or len(prefix) < len(entry.prefix):
-            return None
-        if not prefix.startswith(entry.prefix):
+        if entry is None or line_rest != entry.line_rest or not prefix.startswith(entry.prefix):
             return None
         typed = prefix[len(entry.prefix) :]
         if not entry.text.startswith(typed) or len(typed) >= len(entry.text):
             return None
-        return CacheHit(entry.text[len(typed) :], typed, entry)
+        return CacheHit(entry.text[len(typed) :], entry)
 
     def drop(self, uri: str) -> None:
         self._entries.pop(uri, None)
-
-    def clear(self) -> None:
-        self._entries.clear()

