@@ -112,7 +112,13 @@ class PromptBuilder:
         cursor_prefix = current[:character]
         start = self.window_start(lines, line, cursor_prefix)
         prefix = "\n".join(lines[start:line] + [cursor_prefix])
-        suffix_parts = [current[character:]] + lines[line + 1 :]
+        # The suffix is kept only up to suffix_chars: join no more lines than that needs.
+        suffix_parts, size = [current[character:]], len(current) - character
+        for rest in lines[line + 1 :]:
+            if size >= self.budget.suffix_chars:
+                break
+            suffix_parts.append(rest)
+            size += len(rest) + 1
         suffix = "\n".join(suffix_parts)[: self.budget.suffix_chars]
 
         mark = COMMENT.get(language or "", "#")
