@@ -132,6 +132,10 @@ class OutcomeTracker:
         self._outcome(id, "rejected", reason=reason)
 
     # -- what the document did ------------------------------------------------------------------------
+    def tracks(self, uri: str) -> bool:
+        """Whether anything in `uri` is being followed (else edits there need no work)."""
+        return uri in self.live or bool(self.rejected.get(uri)) or bool(self.accepted.get(uri))
+
     def changed(self, uri: str, start: Pos, old_end: Pos, text: str, lines: Sequence[str]) -> None:
         """One incremental change (range in the coordinates before it), with the document after it."""
         new_end = end_of(start, text)

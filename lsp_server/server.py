@@ -326,7 +326,8 @@ class HindsightServer(LanguageServer):
         return doc.source.split("\n") if doc is not None else None
 
     def document_changed(self, uri: str, start, end, text: str) -> None:
-        self.tracker.changed(uri, start, end, text, self._lines(uri) or [])
+        if self.tracker.tracks(uri):  # most keystrokes: nothing to follow, no need to split the document
+            self.tracker.changed(uri, start, end, text, self._lines(uri) or [])
 
     def document_replaced(self, uri: str) -> None:
         self.tracker.replaced(uri, self._lines(uri) or [])
