@@ -30,6 +30,13 @@ class CompletionOptions:
 
 
 @dataclass
+class GateOptions:
+    # Show a suggestion when the acceptance gate's P(accept) is at least this; None = the threshold the
+    # trained gate chose by utility. Without a trained gate every suggestion is shown.
+    threshold: float | None = None
+
+
+@dataclass
 class Options:
     model: str | None = None  # path to a GGUF file; None = the embedded Gemma 3 270M
     backend: str = "embedded"  # 'embedded' | 'http'
@@ -41,6 +48,7 @@ class Options:
     languages: list[str] = field(default_factory=lambda: list(LANGUAGES))
     context: ContextOptions = field(default_factory=ContextOptions)
     completion: CompletionOptions = field(default_factory=CompletionOptions)
+    gate: GateOptions = field(default_factory=GateOptions)
     # When accepted text is checked for persistence, seconds after the accept (stored as +30 s, +120 s).
     persistence_delays_s: list[float] = field(default_factory=lambda: [30.0, 120.0])
 

@@ -8,6 +8,7 @@ the event loop. A part that fails (model, database) is reported once and the ser
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ log = logging.getLogger("hindsight")
 
 ACCEPT = "hindsight.accept"
 STATUS = "hindsight.status"
+RELOAD = "hindsight.reload"
 DID_SHOW = "hindsight/didShow"
 DID_PARTIALLY_ACCEPT = "hindsight/didPartiallyAccept"
 DID_REJECT = "hindsight/didReject"
@@ -172,6 +174,13 @@ class HindsightServer(LanguageServer):
         self.engine = Engine(backend, config)
         log.info("model ready: %s", backend.name)
         return self.engine
+
+    def reload_engine(self) -> None:
+        """On the model worker: drop the model and load it again (a new model file, or after a failure)."""
+        self.engine = self.engine_error = None
+        self._told.discard("engine")
+        gc.collect()  # free the old model's memory before the new one is mapped
+        self.load_engine()
 
     def tell(self, message: str, kind=types.MessageType.Info, *, key: str | None = None) -> None:
         """window/showMessage, once per key; safe from any thread."""
@@ -422,6 +431,13 @@ def accept(ls: HindsightServer, *args):
 
 @server.command(STATUS)
 def status(ls: HindsightServer, *args):
+    return ls.status()
+
+
+@server.command(RELOAD)
+async def reload(ls: HindsightServer, *args):
+    """Re-read the model; the running request, if any, finishes first (the worker is a queue of one)."""
+    await asyncio.wrap_future(ls.worker.submit(ls.reload_engine))
     return ls.status()
 
 

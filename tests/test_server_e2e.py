@@ -138,7 +138,7 @@ async def get_suggestion(client, prefix: str = "        return ") -> tuple[str, 
 async def test_advertises_inline_completion_and_commands(client: LanguageClient):
     caps = client.init_result.capabilities
     assert caps.inline_completion_provider
-    assert set(caps.execute_command_provider.commands) >= {"hindsight.accept", "hindsight.status"}
+    assert set(caps.execute_command_provider.commands) >= {"hindsight.accept", "hindsight.status", "hindsight.reload"}
     assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
 
 
@@ -299,3 +299,12 @@ async def test_status_command(client: LanguageClient):
     assert status["modelLoaded"] is True
     assert status["stats"]["requests"] >= 1
     assert status["database"] == str(DB)
+
+
+async def test_reload_loads_the_model_again_and_keeps_serving(client: LanguageClient):
+    status = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="hindsight.reload", arguments=[])
+    )
+    assert status["modelLoaded"] is True and status["modelError"] is None
+    _, _, _, item = await get_suggestion(client)
+    assert item.insert_text
