@@ -90,7 +90,7 @@ def editor(request, tmp_path_factory):
         proc.kill()
 
 
-def type_until_suggestion(nvim, line: int, keep: str, typed: str) -> str:
+def type_until_suggestion(nvim, line: int, keep: str, typed: str, timeout: float = 60.0) -> str:
     """Cut `line` (1-based) to `keep`, type `typed` after it at a human pace, and wait for ghost text."""
     nvim.input("<Esc>")
     nvim.current.buffer[line - 1] = keep
@@ -99,7 +99,13 @@ def type_until_suggestion(nvim, line: int, keep: str, typed: str) -> str:
     for ch in typed:
         nvim.input(ch)
         time.sleep(0.08)
-    return wait_for(nvim, "require('hindsight').suggestion()")
+    wait_for(nvim, "require('hindsight').suggestion()", timeout)
+    return nvim.exec_lua("return require('hindsight').suggestion()")
+
+
+def shown_id(nvim) -> str:
+    """The id of the suggestion on screen, as the plugin reported it to the server (hindsight/didShow)."""
+    return nvim.exec_lua("return require('hindsight.report').current(vim.api.nvim_get_current_buf()).id")
 
 
 def ghost_text_on_screen(nvim, path: str) -> str:
@@ -122,45 +128,71 @@ def ghost_text_on_screen(nvim, path: str) -> str:
 def test_ghost_text_accepted_with_tab_is_inserted_and_recorded_accepted(editor):
     path, nvim, db, _ = editor
     suggestion = type_until_suggestion(nvim, 27, "        return ", "to_")
+    id = shown_id(nvim)
     assert suggestion.split("\n")[0] and suggestion.split("\n")[0] in ghost_text_on_screen(nvim, path)
     nvim.input("<Tab>")
     expected = ("        return to_" + suggestion).split("\n")
     wait_for(nvim, f"vim.api.nvim_buf_get_lines(0, 26, {26 + len(expected)}, false)[{len(expected)}] == {expected[-1]!r}")
     assert nvim.current.buffer[26 : 26 + len(expected)] == expected
     assert not nvim.exec_lua("return require('hindsight').suggestion()")
-    (row,) = wait_rows(db, "SELECT * FROM requests WHERE outcome = 'accepted' AND completion = ?", [suggestion])
-    assert row["decision"] == "show"
-    shown = rows(db, "SELECT kind FROM events WHERE request_id = ? ORDER BY id", [row["id"]])
+    (row,) = wait_rows(db, "SELECT * FROM requests WHERE outcome = 'accepted' AND id = ?", [id])
+    assert row["decision"] == "show" and row["completion"].endswith(suggestion)
+    shown = rows(db, "SELECT kind FROM events WHERE request_id = ? ORDER BY id", [id])
     assert [e["kind"] for e in shown][:1] == ["show"]  # hindsight/didShow came first
 
 
 def test_dismiss_key_hides_the_suggestion_and_records_it_rejected(editor):
     path, nvim, db, _ = editor
     suggestion = type_until_suggestion(nvim, 30, "        return 2 * ", "(to")
+    id = shown_id(nvim)
     nvim.input("<C-]>")
     wait_for(nvim, "require('hindsight').suggestion() == nil")
     assert nvim.current.line == "        return 2 * (to"  # nothing inserted
-    wait_rows(db, "SELECT * FROM requests WHERE outcome = 'rejected' AND outcome_reason = 'dismissed' AND completion = ?", [suggestion])
+    wait_rows(db, "SELECT * FROM requests WHERE outcome = 'rejected' AND outcome_reason = 'dismissed' AND id = ?", [id])
     assert ghost_text_on_screen(nvim, path) == ""
 
 
 def test_accept_word_inserts_one_word_and_records_a_partial_accept(editor):
     path, nvim, db, _ = editor
     suggestion = type_until_suggestion(nvim, 33, "        return ", "math.")
+    id = shown_id(nvim)
     word = nvim.exec_lua("return require('hindsight.piece').word(...)", suggestion)
     assert word and len(word) < len(suggestion) or pytest.skip("one-word suggestion")
     nvim.input("<M-Right>")
     wait_for(nvim, f"vim.api.nvim_get_current_line() == {('        return math.' + word)!r}")
-    (row,) = wait_rows(db, "SELECT * FROM requests WHERE outcome = 'partial' AND completion = ?", [suggestion])
-    assert row["accepted_length"] == len(word)
+    (row,) = wait_rows(db, "SELECT * FROM requests WHERE outcome = 'partial' AND id = ?", [id])
+    assert row["accepted_length"] == len(row["completion"]) - len(suggestion) + len(word)
 
 
 def test_leaving_insert_mode_dismisses(editor):
     path, nvim, db, _ = editor
-    suggestion = type_until_suggestion(nvim, 37, "    return ", "sum(")
+    type_until_suggestion(nvim, 37, "    return ", "sum(")
+    id = shown_id(nvim)
     nvim.input("<Esc>")
-    wait_rows(db, "SELECT * FROM requests WHERE outcome = 'rejected' AND outcome_reason = 'dismissed' AND completion = ?", [suggestion])
+    wait_rows(db, "SELECT * FROM requests WHERE outcome = 'rejected' AND outcome_reason = 'dismissed' AND id = ?", [id])
     assert nvim.current.line == "    return sum("
+
+
+def test_moving_the_cursor_away_records_cursor_moved(editor):
+    path, nvim, db, _ = editor
+    type_until_suggestion(nvim, 41, "    return max(", "sha")
+    id = shown_id(nvim)
+    nvim.input("<Up>")
+    wait_rows(db, "SELECT * FROM requests WHERE outcome = 'rejected' AND outcome_reason = 'cursor_moved' AND id = ?", [id])
+
+
+def test_toggle_turns_suggestions_off_and_on(editor):
+    path, nvim, db, _ = editor
+    nvim.input("<Esc>")
+    nvim.command("Hindsight toggle")
+    time.sleep(1)  # a request from the last test may still be finishing
+    before = rows(db, "SELECT count(*) AS n FROM requests")[0]["n"]
+    with pytest.raises(AssertionError, match="timed out"):
+        type_until_suggestion(nvim, 18, "        return ", "2 * ", timeout=3)
+    assert rows(db, "SELECT count(*) AS n FROM requests")[0]["n"] == before  # not even asked
+    nvim.input("<Esc>")
+    nvim.command("Hindsight toggle")
+    assert type_until_suggestion(nvim, 18, "        return ", "2 * ")
 
 
 def test_hindsight_status_and_checkhealth(editor):

@@ -314,6 +314,7 @@ function M.enable(on)
   if not on then
     for bufnr, st in pairs(state) do
       stop_timer(st)
+      cancel_pending(st)
       if st.items then
         clear(bufnr)
         report.reject(bufnr, 'dismissed')
