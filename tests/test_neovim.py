@@ -6,6 +6,7 @@ completion, and the plugin's own extmark ghost text that Neovim 0.10 and 0.11 us
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,3 +208,25 @@ def test_hindsight_status_and_checkhealth(editor):
     assert "server 0." in report and "is running" in report and str(db) in report
     assert "ERROR" not in report
     nvim.command("bwipeout")
+
+
+def test_help_file_builds_its_tags_and_documents_every_option(tmp_path):
+    shutil.copytree(ROOT / "editors" / "neovim" / "doc", tmp_path / "doc")
+    lua = (
+        "vim.opt.rtp:prepend(arg[1]) vim.cmd.helptags(vim.fn.fnameescape(arg[2]))"
+        " local d = require('hindsight.config').defaults"
+        " local names = vim.tbl_keys(d) for k in pairs(d.keys) do table.insert(names, 'keys.' .. k) end"
+        " io.stdout:write(table.concat(names, ' '))"
+    )
+    script = tmp_path / "check.lua"
+    script.write_text(lua)
+    result = subprocess.run(
+        [NVIM, "--clean", "-l", str(script), str(ROOT / "editors" / "neovim"), str(tmp_path / "doc")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    tags = (tmp_path / "doc" / "tags").read_text()
+    assert "hindsight.setup()" in tags and ":Hindsight" in tags
+    help_text = (ROOT / "editors" / "neovim" / "doc" / "hindsight.txt").read_text()
+    for name in result.stdout.split():
+        assert re.search(rf"^  {re.escape(name.split('.')[-1] if name.startswith('keys.') else name)}\b|`{re.escape(name)}`", help_text, re.M), name
