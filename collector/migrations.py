@@ -147,3 +147,9 @@ def m002_prompt_tokens(db: Database) -> None:
             "ALTER TABLE requests ADD COLUMN reused_tokens INTEGER",
         ],
     )
+
+
+@migration
+def m003_alternatives(db: Database) -> None:
+    """Alternatives the user asked for (decision 'alternative'), each pointing at the request's first."""
+    _run(db, ["ALTER TABLE requests ADD COLUMN alternative_of TEXT"])

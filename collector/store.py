@@ -31,6 +31,8 @@ from .paths import db_path, ensure_private_dir
 from .redact import redact, redact_obj
 
 OUTCOMES = frozenset({"accepted", "partial", "rejected", "expired", "continued"})
+# Shown to the user: a request's suggestion, or an alternative of it they cycled to.
+SHOWN = "(decision = 'show' OR (decision = 'alternative' AND shown_at IS NOT NULL))"
 FINAL_OUTCOMES = frozenset({"accepted", "rejected", "expired", "continued"})
 PERSISTENCE_SLOTS = {"30s": "persist_30s", "120s": "persist_120s"}
 # Columns that may hold code, prose or secrets: redacted before they are written.
@@ -269,7 +271,7 @@ class Store:
         with self._write() as db:
             cur = db.execute(
                 "UPDATE requests SET outcome = 'expired', outcome_at = ? "
-                "WHERE decision = 'show' AND outcome IS NULL",
+                f"WHERE {SHOWN} AND outcome IS NULL",
                 [time.time()],
             )
             return cur.rowcount
@@ -319,10 +321,10 @@ class Store:
         """
         with self._guard() as db:
             (counts,) = db.query(
-                """
+                f"""
                 SELECT
-                  count(*) AS requests,
-                  total(decision = 'show' AND outcome IS NOT 'continued') AS shown,
+                  total(decision IS NOT 'alternative') AS requests,
+                  total({SHOWN} AND outcome IS NOT 'continued') AS shown,
                   total(outcome = 'accepted') AS accepted,
                   total(outcome = 'partial') AS partial,
                   total(outcome = 'rejected') AS rejected,

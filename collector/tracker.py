@@ -5,7 +5,8 @@ infers from the edits it sees (no client help):
 
 - a shown suggestion that the user types over (types something it did not suggest, or edits elsewhere)
   is rejected with reason ``typed_over``; one superseded by a newer request is rejected ``superseded``,
-  unless the newer request was served from the typed-ahead cache (then it is ``continued``);
+  unless the newer request was served from the typed-ahead cache (then it is ``continued``); the
+  alternatives the user cycled past are rejected ``cycled`` once the one they stopped at is settled;
 - after a rejection, the text the user actually wrote at that spot, read once they leave the line(s);
 - for accepted text, how much of it is still there after the persistence delays (edit similarity).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 Pos = tuple[int, int]
@@ -66,6 +67,7 @@ class Live:
     id: str
     pos: Pos
     text: str
+    passed: list[str] = field(default_factory=list)  # alternatives shown before it, cycled past
 
 
 @dataclass
@@ -103,11 +105,21 @@ class OutcomeTracker:
             return
         if parent_id is not None and parent_id == live.id:
             self._outcome(live.id, "continued")
+            self._reject_passed(live)
         else:
             self._reject(uri, live, "superseded")
 
     def shown(self, uri: str, id: str, pos: Pos, text: str) -> None:
         self.live[uri] = Live(id, pos, text)
+
+    def switched(self, uri: str, id: str, text: str) -> None:
+        """The user cycled to another suggestion for the same place. The ones cycled past are rejected
+        ('cycled') when the one they end on is settled, so cycling back to one is no rejection of it."""
+        live = self.live.get(uri)
+        if live is None or live.id == id:
+            return
+        passed = [other for other in [*live.passed, live.id] if other != id]
+        self.live[uri] = Live(id, live.pos, text, passed)
 
     # -- what the client told us ----------------------------------------------------------------------
     def accepted_by_client(self, id: str) -> str | None:
@@ -207,13 +219,19 @@ class OutcomeTracker:
     def _outcome(self, id: str, outcome: str, reason: str | None = None) -> bool:
         return self.store.set_outcome(id, outcome, reason=reason)
 
+    def _reject_passed(self, live: Live) -> None:
+        for other in live.passed:
+            self._outcome(other, "rejected", "cycled")
+
     def _reject(self, uri: str, live: Live, reason: str) -> None:
+        self._reject_passed(live)
         if self._outcome(live.id, "rejected", reason):
             self.rejected.setdefault(uri, []).append(
                 Rejected(live.id, live.pos, live.text.count("\n") + 1, self.clock())
             )
 
     def _accept(self, uri: str, live: Live, reason: str) -> None:
+        self._reject_passed(live)
         self._outcome(live.id, "accepted", reason)
         self.accepted.setdefault(uri, {})[live.id] = Accepted(
             live.id, live.pos, end_of(live.pos, live.text), live.text

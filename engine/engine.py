@@ -120,7 +120,29 @@ class Engine:
                     parent_id=parent_id,
                 )
         self.cache.drop(req.uri)
+        completion = self._generate(req, t0)
+        if completion.text and not completion.cancelled:
+            self.cache.put(req.uri, CacheEntry(before, line_rest, completion.text, req.request_id, completion.mode))
+        return completion
 
+    def alternatives(self, req: CompletionRequest, first: Completion, n: int) -> list[Completion]:
+        """Up to `n` other suggestions for the same place, for the user to cycle through: the model's
+        next-best tokens where it starts writing, each continued greedily (the prompt is in the KV
+        cache, so each costs only its own tokens). Empty ones and repeats are dropped."""
+        if not getattr(self.backend, "supports_first_rank", False):
+            return []
+        seen, found = {first.text}, []
+        for rank in range(1, n + 3):  # spare tries: different tokens often end up spelling the same text
+            if len(found) == n or req.cancelled():
+                break
+            alt = self._generate(req, time.perf_counter(), first_rank=rank)
+            if alt.text and alt.text not in seen and not alt.cancelled:
+                seen.add(alt.text)
+                found.append(alt)
+        return found
+
+    def _generate(self, req: CompletionRequest, t0: float, first_rank: int = 0) -> Completion:
+        before, line_rest, after = split_at_cursor(req.text, req.line, req.character)
         mode = completion_mode(req.text, req.line, req.character, req.language)
         t1 = time.perf_counter()
         prompt = self.prompts.build(
@@ -136,7 +158,9 @@ class Engine:
         # Token healing: the partial word (or indentation) at the cursor is cut from the prompt and the
         # model must write it again; a prompt that ends mid-token is text the model never saw in training.
         heal = heal_text(cursor_line_prefix) if self._heals else ""
-        extra = {"must_start": heal} if heal else {}
+        extra: dict = {"must_start": heal} if heal else {}
+        if first_rank:
+            extra["first_rank"] = first_rank
         min_logprob = math.log(self.config.min_token_prob) if self.config.min_token_prob > 0 else -math.inf
         raw = ""
         spans: list[tuple[int, int, float]] = []  # (start, end) in the text after `heal`, and log-prob
@@ -151,7 +175,9 @@ class Engine:
         try:
             for token in stream:
                 spans.append((len(raw) - len(heal), len(raw) + len(token.text) - len(heal), token.logprob))
-                if len(raw) >= len(heal) and token.logprob < min_logprob:
+                # (An alternative's first token is chosen not to be the likeliest: no test for it.)
+                unsure = len(raw) > len(heal) or (len(raw) == len(heal) and not first_rank)
+                if unsure and token.logprob < min_logprob:
                     # The model is unsure how to go on: show what it was sure of, not a guess.
                     spans.pop()
                     kept = rule.finish(raw[len(heal) :])
@@ -173,8 +199,6 @@ class Engine:
         logprobs = [lp for start, stop, lp in spans if stop > 0 and start < end]
         final = clean(trim_suffix_overlap(kept, after, mode), mode)
         t4 = time.perf_counter()
-        if final and not cancelled:
-            self.cache.put(req.uri, CacheEntry(before, line_rest, final, req.request_id, mode))
         timings = {
             "mode_ms": (t1 - t0) * 1000,
             "prompt_ms": (t2 - t1) * 1000,

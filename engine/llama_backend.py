@@ -41,6 +41,7 @@ class LlamaBackend:
     PREFILL_CHUNK = 128
     HEAL_CANDIDATES = 64  # tokens considered, best first, for the text the generation must begin with
     supports_must_start = True
+    supports_first_rank = True
 
     def __init__(
         self,
@@ -121,15 +122,26 @@ class LlamaBackend:
             llm.eval(tokens[i : i + self.PREFILL_CHUNK])
         return keep
 
-    def _choose(self, logits: np.ndarray, must_start: str) -> int | None:
-        """Greedy choice; while `must_start` is not yet generated, the best token consistent with it."""
+    def _choose(self, logits: np.ndarray, must_start: str, rank: int = 0) -> int | None:
+        """Greedy choice; while `must_start` is not yet generated, the best token consistent with it.
+        `rank` > 0: the rank-th best instead (0 = best), among the tokens that go past `must_start`."""
         if not must_start:
-            return int(np.argmax(logits))
+            if not rank:
+                return int(np.argmax(logits))
+            top = np.argpartition(logits, -(rank + 1))[-(rank + 1) :]
+            return int(top[np.argsort(-logits[top])][rank])
         top = np.argpartition(logits, -self.HEAL_CANDIDATES)[-self.HEAL_CANDIDATES :]
+        fitting = []
         for token in top[np.argsort(-logits[top])]:
             piece = self._piece(int(token)).decode("utf-8", errors="ignore")
             if piece and (piece.startswith(must_start) or must_start.startswith(piece)):
-                return int(token)
+                fitting.append((int(token), piece))
+        if rank:
+            past = [token for token, piece in fitting if piece.startswith(must_start) and piece != must_start]
+            if len(past) > rank:
+                return past[rank]
+        if fitting:
+            return fitting[0][0]
         # None of the likely tokens fits: spell the text out the way the tokenizer would.
         forced = self.llm.tokenize(must_start.encode("utf-8"), add_bos=False, special=False)
         return forced[0] if forced else None
@@ -142,10 +154,12 @@ class LlamaBackend:
         stats: GenerationStats,
         cancelled: Callable[[], bool],
         must_start: str = "",
+        first_rank: int = 0,
     ) -> Iterator[Token]:
         """`must_start`: text the generation has to begin with (token healing: the engine cuts the
         partial word or indentation at the cursor from the prompt, and the model writes it again in
-        whatever tokens it prefers)."""
+        whatever tokens it prefers). `first_rank` > 0: where the generation first goes past
+        `must_start`, take the model's rank-th best token instead of its best (an alternative)."""
         tokens = self.tokenize(prompt)
         room = self.n_ctx - max_tokens - 1
         if len(tokens) > room:  # the engine budgets below this; a safety net, keep the end
@@ -159,7 +173,7 @@ class LlamaBackend:
             if cancelled():
                 return
             logits = self._last_logits()
-            token = self._choose(logits, must_start)
+            token = self._choose(logits, must_start, first_rank)
             if token is None or token in self._eos:
                 return
             top = float(logits.max())
@@ -170,6 +184,8 @@ class LlamaBackend:
                 pending = b""
             except UnicodeDecodeError:
                 text = ""  # a multi-byte character split across tokens: wait for the rest
+            if not must_start.startswith(text):
+                first_rank = 0  # this token went past `must_start`: greedy from here on
             must_start = must_start[len(text) :] if must_start.startswith(text) else ""
             # Yield before evaluating: the caller often stops at this token (a newline, an unsure
             # token), and then evaluating it would be wasted. The cache holds what was evaluated.

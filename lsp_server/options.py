@@ -27,6 +27,7 @@ class CompletionOptions:
     min_token_prob: float = 0.3  # stop before the first token the model is less sure of (0 = never)
     typed_ahead: bool = True  # serve typed-ahead continuations from the cache
     kv_reuse: bool = True  # keep the model's KV cache across requests
+    alternatives: int = 2  # more suggestions to cycle through when the user asks (not while typing)
 
 
 @dataclass

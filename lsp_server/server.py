@@ -8,6 +8,7 @@ the event loop. A part that fails (model, database) is reported once and the ser
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import threading
@@ -117,6 +118,7 @@ class HindsightServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._told: set[str] = set()
         self._inflight: threading.Event | None = None
+        self.choices: dict[str, dict[str, str]] = {}  # uri → id → text of the last items returned there
         self.served = 0
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -227,9 +229,12 @@ class HindsightServer(LanguageServer):
             request_id=request_id,
             cancelled=cancel.is_set,
         )
-        future = self.worker.submit(self._complete_on_worker, req, received)
+        # Asked for explicitly (a key, not typing): alternatives to cycle through, at their extra cost.
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        n_alternatives = self.options.completion.alternatives if invoked else 0
+        future = self.worker.submit(self._complete_on_worker, req, received, n_alternatives)
         try:
-            completion, error = await asyncio.wrap_future(future)
+            completion, alternatives, error = await asyncio.wrap_future(future)
         except asyncio.CancelledError:  # $/cancelRequest
             cancel.set()
             self._record(req, None, "cancelled", received)
@@ -244,40 +249,56 @@ class HindsightServer(LanguageServer):
             return None
         decision = "show" if completion.text else "empty"
         self.tracker.new_request(uri, completion.parent_id)
+        self.choices.pop(uri, None)
         self._record(req, completion, decision, received)
         self.served += 1
         if not completion.text:
             return types.InlineCompletionList(items=[])
         self.tracker.shown(uri, request_id, (server_pos.line, server_pos.character), completion.text)
-        item = types.InlineCompletionItem(
-            insert_text=completion.text,
-            range=types.Range(start=pos, end=pos),
-            command=types.Command(title="Accept", command=ACCEPT, arguments=[{"id": request_id}]),
+        choices = {request_id: completion.text}
+        for alt in alternatives:
+            alt_req = dataclasses.replace(req, request_id=uuid.uuid4().hex[:16])
+            self._record(alt_req, alt, "alternative", received, alternative_of=request_id)
+            choices[alt_req.request_id] = alt.text
+        self.choices[uri] = choices
+        return types.InlineCompletionList(
+            items=[
+                types.InlineCompletionItem(
+                    insert_text=text,
+                    range=types.Range(start=pos, end=pos),
+                    command=types.Command(title="Accept", command=ACCEPT, arguments=[{"id": id}]),
+                )
+                for id, text in choices.items()
+            ]
         )
-        return types.InlineCompletionList(items=[item])
 
-    def _complete_on_worker(self, req: CompletionRequest, received: float):
+    def _complete_on_worker(self, req: CompletionRequest, received: float, n_alternatives: int = 0):
+        """(the completion, its alternatives, an error message)."""
         queued = (time.perf_counter() - received) * 1000
         if req.cancelled():
-            return Completion("", "single", "model", None, LogprobSummary(), {"queue_ms": queued}, cancelled=True), None
+            return Completion("", "single", "model", None, LogprobSummary(), {"queue_ms": queued}, cancelled=True), [], None
         engine = self.load_engine()
         if engine is None:
-            return None, None
+            return None, [], None
         try:
             completion = engine.complete(req)
+            alternatives = engine.alternatives(req, completion, n_alternatives) if n_alternatives and completion.text else []
         except BackendError as exc:
             self.tell(f"hindsight: {exc}", types.MessageType.Error, key=f"backend:{exc}")
-            return None, str(exc)
+            return None, [], str(exc)
         except Exception as exc:  # a bug must not take the server down
             log.exception("completion failed")
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, [], f"{type(exc).__name__}: {exc}"
         completion.timings_ms["queue_ms"] = queued
-        return completion, None
+        return completion, alternatives, None
 
-    def _record(self, req: CompletionRequest, c: Completion | None, decision: str, received: float, error=None):
+    def _record(
+        self, req: CompletionRequest, c: Completion | None, decision: str, received: float, error=None, alternative_of=None
+    ):
         latency = (time.perf_counter() - received) * 1000
         row: dict[str, Any] = {
             "id": req.request_id,
+            "alternative_of": alternative_of,
             "uri": req.uri,
             "language": req.language,
             "line": req.line,
@@ -343,6 +364,13 @@ class HindsightServer(LanguageServer):
 
     def document_closed(self, uri: str, lines: list[str]) -> None:
         self.tracker.closed(uri, lines)
+
+    def switched(self, request_id: str) -> None:
+        """didShow for one of the last items: the user may have cycled to it."""
+        for uri, choices in self.choices.items():
+            if request_id in choices:
+                self.tracker.switched(uri, request_id, choices[request_id])
+                return
 
     def event(self, kind: str, request_id: str | None, payload: dict) -> None:
         try:
@@ -447,6 +475,7 @@ def did_show(ls: HindsightServer, params):
     if isinstance(request_id, str):
         ls.event("show", request_id, {"id": request_id})
         ls.store.mark_shown(request_id)
+        ls.switched(request_id)
 
 
 @server.feature(DID_PARTIALLY_ACCEPT)

@@ -165,6 +165,23 @@ def test_accept_word_inserts_one_word_and_records_a_partial_accept(editor):
     assert row["accepted_length"] == len(row["completion"]) - len(suggestion) + len(word)
 
 
+def test_cycling_asks_for_alternatives_and_accepting_one_rejects_those_passed(editor):
+    path, nvim, db, _ = editor
+    first_text = type_until_suggestion(nvim, 18, "        return ", "2 *")
+    first_id = shown_id(nvim)
+    nvim.input("<M-]>")
+    wait_for(nvim, f"require('hindsight.report').current(vim.api.nvim_get_current_buf()).id ~= {first_id!r}"
+                   f" and require('hindsight').suggestion() ~= {first_text!r}")
+    chosen_id, chosen = shown_id(nvim), nvim.exec_lua("return require('hindsight').suggestion()")
+    (chosen_row,) = rows(db, "SELECT * FROM requests WHERE id = ?", [chosen_id])
+    assert chosen_row["decision"] == "alternative" and chosen_row["completion"] == chosen
+    nvim.input("<Tab>")
+    wait_for(nvim, f"vim.api.nvim_get_current_line() == {('        return 2 *' + chosen).split(chr(10))[0]!r}")
+    wait_rows(db, "SELECT * FROM requests WHERE id = ? AND outcome = 'accepted'", [chosen_id])
+    (passed,) = rows(db, "SELECT * FROM requests WHERE id = ?", [chosen_row["alternative_of"]])
+    assert passed["outcome"] == "rejected" and passed["outcome_reason"] == "cycled"
+
+
 def test_leaving_insert_mode_dismisses(editor):
     path, nvim, db, _ = editor
     type_until_suggestion(nvim, 37, "    return ", "sum(")

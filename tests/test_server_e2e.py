@@ -73,12 +73,14 @@ def edit(client: LanguageClient, uri: str, line: int, char: int, text: str, end:
     )
 
 
-async def complete(client: LanguageClient, uri: str, line: int, char: int):
+async def complete(
+    client: LanguageClient, uri: str, line: int, char: int, kind=types.InlineCompletionTriggerKind.Automatic
+):
     result = await client.text_document_inline_completion_async(
         types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=types.Position(line=line, character=char),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            context=types.InlineCompletionContext(trigger_kind=kind),
         )
     )
     return result.items if result else []
@@ -308,3 +310,25 @@ async def test_reload_loads_the_model_again_and_keeps_serving(client: LanguageCl
     assert status["modelLoaded"] is True and status["modelError"] is None
     _, _, _, item = await get_suggestion(client)
     assert item.insert_text
+
+
+async def test_asking_gives_alternatives_and_cycling_past_them_rejects_them_when_one_is_accepted(client):
+    text, line, char = doc_with_cursor(AREA_LINE, "        return ")
+    uri = open_doc(client, text)
+    typing = await complete(client, uri, line, char)
+    assert len(typing) == 1  # while typing: one suggestion, no extra cost
+    items = await complete(client, uri, line, char, kind=types.InlineCompletionTriggerKind.Invoked)
+    assert len(items) == 3 and len({i.insert_text for i in items}) == 3
+    first, second, third = (item_id(i) for i in items)
+    assert items[0].insert_text == typing[0].insert_text  # the first is what typing would have shown
+    alternatives = rows(DB, "SELECT * FROM requests WHERE alternative_of = ? ORDER BY created_at", [first])
+    assert [(r["id"], r["decision"]) for r in alternatives] == [(second, "alternative"), (third, "alternative")]
+
+    client.protocol.notify("hindsight/didShow", {"id": first})
+    client.protocol.notify("hindsight/didShow", {"id": second})  # the user cycled to the second
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="hindsight.accept", arguments=[{"id": second}])
+    )
+    assert (await eventually(lambda: request_row(second)["outcome"])) == "accepted"
+    assert request_row(first)["outcome"] == "rejected" and request_row(first)["outcome_reason"] == "cycled"
+    assert request_row(third)["outcome"] is None and request_row(third)["shown_at"] is None  # never seen

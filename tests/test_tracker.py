@@ -132,3 +132,20 @@ def test_closing_the_document_settles_everything(store):
     row = store.get_request(rid)
     assert row["outcome"] == "rejected" and row["outcome_reason"] == "cursor_moved"
     assert row["actual_text"] == "7"
+
+
+def test_cycling_rejects_the_alternatives_passed_only_when_the_last_one_is_settled(store):
+    t = OutcomeTracker(store)
+    doc = Doc(t, "x = \n")
+    first = suggestion(store, t, (0, 4), "1", "a")
+    for rid, text in (("b", "2"), ("c", "3")):
+        store.insert_request({"id": rid, "uri": URI, "decision": "alternative", "alternative_of": "a", "completion": text})
+    t.switched(URI, "b", "2")
+    t.switched(URI, "a", "1")  # cycled back: "a" is on screen again, "b" was passed
+    t.switched(URI, "b", "2")
+    assert store.get_request("a")["outcome"] is None  # nothing settled while cycling
+    doc.type((0, 4), "2 ")  # types the second one out, and on
+    assert store.get_request("b")["outcome"] == "accepted"
+    assert (store.get_request(first)["outcome"], store.get_request(first)["outcome_reason"]) == ("rejected", "cycled")
+    assert store.get_request("c")["outcome"] is None  # never shown
+    assert store.stats()["requests"] == 1 and store.stats()["shown"] == 1  # "b" was never marked shown here

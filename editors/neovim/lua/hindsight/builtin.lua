@@ -15,6 +15,7 @@ local M = {}
 ---@field index integer the one on screen (mirrors the built-in's own count)
 ---@field tick integer
 ---@field cursor integer[]
+---@field cycle_after integer? cycle this way once the alternatives asked for arrive
 
 ---@type table<integer, hindsight.BuiltinState>
 local state = {}
@@ -49,6 +50,11 @@ local function watch_answers(client)
           st.tick, st.cursor = api.nvim_buf_get_changedtick(b), cursor()
           if shown(b) and api.nvim_get_mode().mode:match('^i') then
             report.show(b, st.client_id, shown(b))
+            local count = st.cycle_after
+            st.cycle_after = nil
+            if count and #st.items > 1 then
+              M.cycle(b, count)
+            end
           end
         end
       end
@@ -146,9 +152,34 @@ function M.accept(bufnr, part)
   })
 end
 
+-- The built-in's per-buffer object, to ask it for suggestions with trigger kind Invoked (it has no
+-- public way to); nil if a later Neovim moves it.
+local function completor(bufnr)
+  local ok, capability = pcall(require, 'vim.lsp._capability')
+  local all = ok and type(capability.all) == 'table' and capability.all.inline_completion
+  local active = all and all.active and all.active[bufnr]
+  return active and type(active.request) == 'function' and active or nil
+end
+
+--- Ask now, as the user asked (the server then adds alternatives to cycle through).
+function M.request(bufnr)
+  local c = completor(bufnr)
+  if c then
+    c:request(1)
+  else -- the built-in asks on any cursor event
+    api.nvim_exec_autocmds('CursorMovedI', { buffer = bufnr, modeline = false })
+  end
+end
+
+--- Show the next (count 1) or previous (-1) suggestion. With only one, ask for alternatives first.
 function M.cycle(bufnr, count)
   local st = state[bufnr]
-  if not (st and st.items and #st.items > 1) then
+  if not (st and st.items) then
+    return
+  end
+  if #st.items == 1 then
+    st.cycle_after = count
+    M.request(bufnr)
     return
   end
   ic.select({ bufnr = bufnr, count = count })
@@ -163,12 +194,6 @@ function M.dismiss(bufnr)
   state[bufnr].items = nil
   report.reject(bufnr, 'dismissed')
   return ic.get({ bufnr = bufnr, on_accept = function() end }) -- hides it without inserting
-end
-
---- Ask now (the built-in asks by itself after a 200 ms pause; this is for the trigger key).
-function M.request(bufnr)
-  -- The built-in re-asks on any cursor event; moving nowhere is not possible, so nudge its timer.
-  api.nvim_exec_autocmds('CursorMovedI', { buffer = bufnr, modeline = false })
 end
 
 M.enabled = true

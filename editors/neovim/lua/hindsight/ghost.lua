@@ -20,6 +20,7 @@ local M = { ns = ns }
 ---@field timer uv.uv_timer_t?
 ---@field pending integer? id of the request in flight
 ---@field quiet_tick integer? after a dismissal, no automatic request until the buffer changes
+---@field cycle_after integer? cycle this way once the alternatives asked for arrive
 
 ---@type table<integer, hindsight.GhostState>
 local state = {}
@@ -136,6 +137,11 @@ function M.request(bufnr, kind)
     st.tick, st.cursor = tick, at
     draw(bufnr)
     report.show(bufnr, st.client_id, items[1])
+    local count = st.cycle_after
+    st.cycle_after = nil
+    if count and #items > 1 then
+      M.cycle(bufnr, count)
+    end
   end, bufnr)
   st.pending = ok and id or nil
 end
@@ -278,8 +284,9 @@ function M.cycle(bufnr, count)
   if not st then
     return
   end
-  if not st.items then
-    M.request(bufnr, 1)
+  if not st.items or #st.items == 1 then
+    st.cycle_after = st.items and count or nil
+    M.request(bufnr, 1) -- asked for: the server adds alternatives
     return
   end
   local done = table.concat(api.nvim_buf_get_text(bufnr, st.anchor[1], st.anchor[2], st.cursor[1], st.cursor[2], {}), '\n')
