@@ -28,6 +28,7 @@ from .session import Session
 from .simulator import SimulatedDeveloper
 
 DEFAULT_FILE = Path(sysconfig.get_paths()["stdlib"]) / "asyncio" / "locks.py"
+ASKED = 20  # explicit requests (with alternatives) after the replay
 NO_REUSE_MAX_REQUESTS = 60  # every one of these evaluates ~1,000 prompt tokens: keep the run short
 
 
@@ -63,20 +64,36 @@ async def replay(path: Path, start_line: int, lines: int, options: dict, max_req
             cold_ms = (time.perf_counter() - t0) * 1000
             dev = SimulatedDeveloper(session, doc, len(head), target, on_step=sample, max_requests=max_requests)
             result = await dev.run()
+            asked = await ask_for_alternatives(session, doc, len(head), target) if max_requests is None else []
         finally:
             await session.close()
-        return result, cold_ms, max(rss) / 2**20
+        return result, asked, cold_ms, max(rss) / 2**20
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def ask_for_alternatives(session: Session, doc, start: int, target: str, n: int = ASKED) -> list[tuple[int, float]]:
+    """The user asks (cycle or trigger key) at the start of each of `n` lines' code: (items, ms) each."""
+    offsets, pos = [], start
+    for line in target.split("\n"):
+        if line.strip():
+            offsets.append(pos + len(line) - len(line.lstrip()))
+        pos += len(line) + 1
+    picked = offsets[:: max(1, len(offsets) // n)][:n]
+    asked = []
+    for offset in picked:
+        items, ms = await session.ask(doc, offset)
+        asked.append((len(items), ms))
+    return asked
 
 
 def run(path: Path, lines: int, model: str | None) -> dict:
     n_lines = len(path.read_text().split("\n"))
     start_line = min(max(0, n_lines - lines), n_lines * 2 // 5)
     base = {"model": model} if model else {}
-    fast, cold_ms, rss_mb = asyncio.run(replay(path, start_line, lines, base, None))
+    fast, asked, cold_ms, rss_mb = asyncio.run(replay(path, start_line, lines, base, None))
     slow_options = {**base, "completion": {"kvReuse": False, "typedAhead": False}}
-    slow, _, _ = asyncio.run(replay(path, start_line, lines, slow_options, NO_REUSE_MAX_REQUESTS))
+    slow, _, _, _ = asyncio.run(replay(path, start_line, lines, slow_options, NO_REUSE_MAX_REQUESTS))
     fast_ms = [s.latency_ms for s in fast.steps]
     slow_ms = [s.latency_ms for s in slow.steps]
     p50, p95 = percentile(fast_ms, 50), percentile(fast_ms, 95)
@@ -92,6 +109,10 @@ def run(path: Path, lines: int, model: str | None) -> dict:
         "requests": len(fast_ms),
         "requests_no_reuse": len(slow_ms),
         "accepted": sum(s.action == "accepted" for s in fast.steps),
+        # Asked for explicitly (cycling): the suggestion plus up to completion.alternatives more.
+        "asked_p50_ms": round(percentile([ms for _, ms in asked], 50), 1),
+        "asked_p95_ms": round(percentile([ms for _, ms in asked], 95), 1),
+        "asked_mean_items": round(sum(n for n, _ in asked) / max(len(asked), 1), 2),
         "file": str(path),
         "lines": lines,
     }

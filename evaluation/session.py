@@ -105,18 +105,25 @@ class Session:
         )
 
     async def complete(self, doc: Document, offset: int) -> tuple[types.InlineCompletionItem | None, float]:
-        """Ask for an inline completion at `offset`; returns the first item and the round-trip ms."""
+        """Ask for an inline completion at `offset` as typing does; the first item and the round-trip ms."""
+        items, ms = await self.ask(doc, offset, types.InlineCompletionTriggerKind.Automatic)
+        return (items[0] if items else None), ms
+
+    async def ask(
+        self, doc: Document, offset: int, kind=types.InlineCompletionTriggerKind.Invoked
+    ) -> tuple[list[types.InlineCompletionItem], float]:
+        """All the items at `offset` (asked for explicitly by default: with alternatives) and the ms."""
         t0 = time.perf_counter()
         result = await self.client.text_document_inline_completion_async(
             types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=doc.uri),
                 position=doc.position(offset),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+                context=types.InlineCompletionContext(trigger_kind=kind),
             )
         )
         ms = (time.perf_counter() - t0) * 1000
         items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-        return (items[0] if items else None), ms
+        return list(items), ms
 
     @staticmethod
     def item_id(item: types.InlineCompletionItem) -> str:

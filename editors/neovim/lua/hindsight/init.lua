@@ -57,30 +57,26 @@ local function map_keys()
     imap(lhs, function()
       local bufnr = api.nvim_get_current_buf()
       if M.view and M.view.visible(bufnr) then
-        vim.schedule(function()
-          action(bufnr)
-        end)
+        vim.schedule(action)
         return ''
       end
       return lhs
     end, desc)
   end
-  either(keys.accept, function(b) M.view.accept(b, 'all') end, 'accept the suggestion')
-  either(keys.accept_word, function(b) M.view.accept(b, 'word') end, 'accept a word')
-  either(keys.accept_line, function(b) M.view.accept(b, 'line') end, 'accept a line')
-  either(keys.dismiss, function(b) M.view.dismiss(b) end, 'dismiss the suggestion')
-  imap(keys.next, function()
-    vim.schedule(function() M.view.cycle(api.nvim_get_current_buf(), 1) end)
-    return ''
-  end, 'next suggestion')
-  imap(keys.prev, function()
-    vim.schedule(function() M.view.cycle(api.nvim_get_current_buf(), -1) end)
-    return ''
-  end, 'previous suggestion')
-  imap(keys.trigger, function()
-    vim.schedule(function() M.view.request(api.nvim_get_current_buf(), 1) end)
-    return ''
-  end, 'ask for a suggestion now')
+  either(keys.accept, function() M.accept('all') end, 'accept the suggestion')
+  either(keys.accept_word, function() M.accept('word') end, 'accept a word')
+  either(keys.accept_line, function() M.accept('line') end, 'accept a line')
+  either(keys.dismiss, M.dismiss, 'dismiss the suggestion')
+  local function later(fn, ...)
+    local args = { ... }
+    return function()
+      vim.schedule(function() fn(unpack(args)) end)
+      return ''
+    end
+  end
+  imap(keys.next, later(M.next, 1), 'next suggestion')
+  imap(keys.prev, later(M.next, -1), 'previous suggestion')
+  imap(keys.trigger, later(M.ask), 'ask for a suggestion now')
 end
 
 --- Which ghost text this Neovim uses: 'builtin' or 'plugin'.
@@ -134,6 +130,24 @@ function M.setup(user)
       M.start(bufnr)
     end
   end
+end
+
+--- For your own mappings. Each returns false when there was no suggestion to act on (call them from
+--- vim.schedule in an <expr> mapping: an <expr> mapping may not change the buffer).
+function M.accept(part)
+  return M.view ~= nil and M.view.accept(api.nvim_get_current_buf(), part or 'all')
+end
+
+function M.dismiss()
+  return M.view ~= nil and M.view.dismiss(api.nvim_get_current_buf())
+end
+
+function M.next(count)
+  return M.view ~= nil and M.view.cycle(api.nvim_get_current_buf(), count or 1)
+end
+
+function M.ask()
+  return M.view ~= nil and M.view.request(api.nvim_get_current_buf(), 1)
 end
 
 --- The suggestion on screen in the current buffer (the part not yet accepted), or nil.
