@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+VSCODE := editors/vscode
+NODE_STAMP := $(VSCODE)/node_modules/.installed
+
+.PHONY: install demo test vsix clean
 
 install: $(STAMP)
 
@@ -16,8 +19,20 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/hindsight demo
 
-test: install
+$(NODE_STAMP): $(VSCODE)/package-lock.json
+	cd $(VSCODE) && npm ci --no-audit --no-fund
+	touch $@
+
+# The Python tests, then the VS Code extension's (under Node, one of them against the real server) and
+# its packaging.
+test: install $(NODE_STAMP)
 	$(PY) -m pytest -q
+	cd $(VSCODE) && HINDSIGHT_PYTHON=$(abspath $(PY)) npm test --silent
+	cd $(VSCODE) && npm run package --silent
+
+# The VS Code extension as editors/vscode/hindsight-<version>.vsix (`code --install-extension` it).
+vsix: $(NODE_STAMP)
+	cd $(VSCODE) && npm run package --silent
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(VSCODE)/node_modules $(VSCODE)/out $(VSCODE)/build $(VSCODE)/*.vsix
