@@ -5,6 +5,7 @@ completion, and the plugin's own extmark ghost text that Neovim 0.10 and 0.11 us
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ vim.o.swapfile = false
 require('hindsight').setup({{
   cmd = {{ {python!r}, '-m', 'lsp_server', 'serve' }},
   builtin = {builtin},
-  server = {{ databasePath = {db!r} }},
+  server = {{ databasePath = {db!r}, {extra} }},
 }})
 """
 
@@ -55,40 +56,51 @@ def wait_rows(db: Path, sql: str, params=(), timeout: float = 20.0) -> list[dict
     raise AssertionError(f"no rows for {sql} {params}")
 
 
-@pytest.fixture(params=["builtin", "plugin"], scope="module")
-def editor(request, tmp_path_factory):
-    """A headless Neovim with the plugin set up, editing a copy of the fixture workspace."""
-    tmp = tmp_path_factory.mktemp(f"nvim-{request.param}")
+@contextlib.contextmanager
+def running_editor(tmp: Path, path: str, server_options: str = ""):
+    """A headless Neovim with the plugin set up (`path`: 'builtin' or 'plugin'), editing a copy of the
+    fixture workspace: (nvim, database path, workspace)."""
     work = tmp / "workspace"
     shutil.copytree(WORKSPACE, work)
     (work / ".git").mkdir()  # the root marker
     db = tmp / "hindsight.db"
     init = tmp / "init.lua"
-    builtin = "true" if request.param == "builtin" else "false"
-    init.write_text(INIT.format(plugin=str(ROOT / "editors" / "neovim"), python=sys.executable, builtin=builtin, db=str(db)))
+    builtin = "true" if path == "builtin" else "false"
+    init.write_text(
+        INIT.format(
+            plugin=str(ROOT / "editors" / "neovim"), python=sys.executable, builtin=builtin, db=str(db), extra=server_options
+        )
+    )
     sock = tmp / "nvim.sock"
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config"), "XDG_STATE_HOME": str(tmp / "state"), "XDG_DATA_HOME": str(tmp / "data"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [NVIM, "--headless", "-n", "-i", "NONE", "-u", str(init), "--listen", str(sock)],
         cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "nvim did not start"
-        time.sleep(0.05)
-    nvim = pynvim.attach("socket", path=str(sock))
-    nvim.command(f"edit {work / 'shapes' / 'geometry.py'}")
-    wait_for(nvim, "#vim.lsp.get_clients({name = 'hindsight'}) > 0 and vim.lsp.get_clients({name = 'hindsight'})[1].initialized")
-    yield request.param, nvim, db, work
     try:
-        nvim.command("qa!")
-    except Exception:
-        pass
-    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "nvim did not start"
+            time.sleep(0.05)
+        nvim = pynvim.attach("socket", path=str(sock))
+        nvim.command(f"edit {work / 'shapes' / 'geometry.py'}")
+        wait_for(nvim, "#vim.lsp.get_clients({name = 'hindsight'}) > 0 and vim.lsp.get_clients({name = 'hindsight'})[1].initialized")
+        yield nvim, db, work
+        try:
+            nvim.command("qa!")
+        except Exception:
+            pass
         proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture(params=["builtin", "plugin"], scope="module")
+def editor(request, tmp_path_factory):
+    with running_editor(tmp_path_factory.mktemp(f"nvim-{request.param}"), request.param) as (nvim, db, work):
+        yield request.param, nvim, db, work
 
 
 def type_until_suggestion(nvim, line: int, keep: str, typed: str, timeout: float = 60.0) -> str:
@@ -247,3 +259,21 @@ def test_help_file_builds_its_tags_and_documents_every_option(tmp_path):
     help_text = (ROOT / "editors" / "neovim" / "doc" / "hindsight.txt").read_text()
     for name in result.stdout.split():
         assert re.search(rf"^  {re.escape(name.split('.')[-1] if name.startswith('keys.') else name)}\b|`{re.escape(name)}`", help_text, re.M), name
+
+
+@pytest.mark.parametrize("path", ["builtin", "plugin"])
+def test_multi_line_suggestion_shows_as_virtual_lines_and_is_inserted_whole(path, tmp_path):
+    # Without the unsure-token stop the model writes a whole class body here.
+    with running_editor(tmp_path, path, "completion = { minTokenProb = 0 }") as (nvim, db, _):
+        lines = nvim.current.buffer[:9] + ["@dataclass", "class Circle:", "    "]
+        nvim.current.buffer[:] = lines
+        nvim.current.window.cursor = (12, 4)
+        nvim.input("A")
+        suggestion = wait_for(nvim, "require('hindsight').suggestion()")
+        assert "\n" in suggestion
+        on_screen = ghost_text_on_screen(nvim, path)
+        assert on_screen.count("\n") == suggestion.count("\n") and on_screen.split("\n")[1] == suggestion.split("\n")[1]
+        nvim.input("<Tab>")
+        expected = lines[:-1] + ("    " + suggestion).split("\n")
+        wait_for(nvim, f"#vim.api.nvim_buf_get_lines(0, 0, -1, false) == {len(expected)}")
+        assert nvim.current.buffer[:] == expected
