@@ -93,10 +93,16 @@ def split_at_cursor(text: str, line: int, character: int) -> tuple[str, str, str
     return text[:offset], rest, text[offset:]
 
 
+# The cross-file context for a request, best first, given the line its prompt window starts at
+# (retrieval.live.LiveIndex.retrieve: it keeps the context while that start stays put).
+Retriever = Callable[[CompletionRequest, int], list[Snippet]]
+
+
 class Engine:
-    def __init__(self, backend: Backend, config: EngineConfig | None = None):
+    def __init__(self, backend: Backend, config: EngineConfig | None = None, retriever: Retriever | None = None):
         self.backend = backend
         self.config = config or EngineConfig()
+        self.retriever = retriever
         self.prompts = PromptBuilder(backend.count_tokens, self.config.budget)
         self.cache = TypedAheadCache()
         self._heals = self.config.heal and getattr(backend, "supports_must_start", False)
@@ -141,12 +147,22 @@ class Engine:
                 found.append(alt)
         return found
 
+    def context_for(self, req: CompletionRequest) -> list[Snippet]:
+        """The request's own context, else the retriever's."""
+        if req.context or self.retriever is None:
+            return req.context
+        lines = req.text.split("\n")
+        line = min(max(req.line, 0), len(lines) - 1)
+        return self.retriever(req, self.prompts.window_start(lines, line, lines[line][: req.character]))
+
     def _generate(self, req: CompletionRequest, t0: float, first_rank: int = 0) -> Completion:
         before, line_rest, after = split_at_cursor(req.text, req.line, req.character)
         mode = completion_mode(req.text, req.line, req.character, req.language)
         t1 = time.perf_counter()
+        context = self.context_for(req)
+        tc = time.perf_counter()
         prompt = self.prompts.build(
-            req.text, req.line, req.character, path=req.path, language=req.language, context=req.context
+            req.text, req.line, req.character, path=req.path, language=req.language, context=context
         )
         t2 = time.perf_counter()
         cursor_line_prefix = before[before.rfind("\n") + 1 :]
@@ -201,7 +217,8 @@ class Engine:
         t4 = time.perf_counter()
         timings = {
             "mode_ms": (t1 - t0) * 1000,
-            "prompt_ms": (t2 - t1) * 1000,
+            "context_ms": (tc - t1) * 1000,
+            "prompt_ms": (t2 - tc) * 1000,
             "prefill_ms": stats.prefill_ms,
             "generate_ms": (t3 - t2) * 1000 - stats.prefill_ms,
             "postprocess_ms": (t4 - t3) * 1000,

@@ -33,9 +33,10 @@ COMMENT = {
 
 @dataclass(frozen=True)
 class Snippet:
-    source: str  # path (and line range) the snippet came from
+    source: str  # path and line range the snippet came from ('a/b.py:10-24')
     text: str
     score: float = 0.0
+    origin: str = ""  # how it was found: 'graph' (an imported definition) or 'bm25'
 
 
 @dataclass

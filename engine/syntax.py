@@ -43,6 +43,8 @@ _EXTENSIONS = {
     ".hxx": "cpp",
 }
 
+SOURCE_EXTENSIONS = tuple(_EXTENSIONS)
+
 # LSP languageId -> our language name. typescriptreact is TSX; javascriptreact parses with the JS grammar
 # (which accepts JSX).
 _LANGUAGE_IDS = {

@@ -4,7 +4,7 @@
     hindsight complete FILE:LINE:COL [--json]        one completion at a position (1-based line and column)
     hindsight stats [--json]                         outcomes, acceptance rate and latency from the database
     hindsight demo                                   a simulated developer typing through a sample workspace
-    hindsight bench latency|infill [--json]          benchmarks (docs/BENCHMARKS.md)
+    hindsight bench latency|infill|repo [--json]     benchmarks (docs/BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     if args.bench == "latency":
         from evaluation.bench_latency import main as bench
+    elif args.bench == "repo":
+        from evaluation.bench_repo import main as bench
     else:
         from evaluation.infill import main as bench
     return bench(args)
@@ -199,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--file", help="source file to replay (default: a standard-library module)")
     b.add_argument("--lines", type=int, default=80, help="lines of the file to type")
+    b.add_argument("--model")
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("repo", help="cross-file context on a real repository (CrossCodeEval-style)")
+    b.add_argument("path", help="the repository (a directory)")
+    b.add_argument("--points", type=int, default=100)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", action="store_true")
     b.add_argument("--model")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("infill", help="HumanEval single-line infilling, executed")

@@ -17,6 +17,7 @@ class ContextOptions:
     prefix_tokens: int = 1024  # budget for the document text before the cursor
     context_tokens: int = 512  # budget for cross-file snippets
     anchor_lines: int = 32  # the prompt window's first line moves in steps of this many lines
+    cross_file: bool = True  # index the workspace and put definitions and similar code from other files in the prompt
 
 
 @dataclass

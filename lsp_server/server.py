@@ -29,6 +29,7 @@ from collector.tracker import OutcomeTracker
 from engine.backend import BackendError
 from engine.engine import Completion, CompletionRequest, Engine, EngineConfig, LogprobSummary
 from engine.prompt import PromptBudget
+from engine.syntax import SOURCE_EXTENSIONS
 from engine.syntax import normalize_language
 
 from . import __version__
@@ -118,6 +119,8 @@ class HindsightServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._told: set[str] = set()
         self._inflight: threading.Event | None = None
+        self.live = None  # retrieval.live.LiveIndex once the workspace index is started
+        self.index_stats = None
         self.choices: dict[str, dict[str, str]] = {}  # uri → id → text of the last items returned there
         self.served = 0
 
@@ -173,9 +176,70 @@ class HindsightServer(LanguageServer):
                 anchor_lines=opts.context.anchor_lines,
             ),
         )
-        self.engine = Engine(backend, config)
+        self.engine = Engine(backend, config, retriever=self._retrieve)
         log.info("model ready: %s", backend.name)
         return self.engine
+
+    # -- the workspace index ----------------------------------------------------------------------------
+    def start_index(self) -> None:
+        root = self.workspace.root_path
+        if not self.options.context.cross_file or not root:
+            return
+        from collector.paths import data_dir
+        from retrieval.live import LiveIndex
+
+        def open_text(uri: str) -> str | None:
+            doc = self.workspace.text_documents.get(uri)
+            return doc.source if doc is not None else None
+
+        self.live = LiveIndex(Path(root), data_dir() / "index", open_text)
+        for uri in list(self.workspace.text_documents):
+            self.live.edited(uri)  # documents opened before the build: their text, not the disk's
+        token = "hindsight-index"
+        caps = self.client_capabilities
+        progress = bool(caps.window and caps.window.work_done_progress)
+        if progress:
+            self.work_done_progress.create(token)
+            self.work_done_progress.begin(
+                token, types.WorkDoneProgressBegin(title="hindsight: indexing the workspace", percentage=0)
+            )
+        last = [-1]
+
+        def report(done: int, total: int) -> None:
+            percent = done * 100 // max(total, 1)
+            if progress and percent != last[0] and self.loop is not None:
+                last[0] = percent
+                value = types.WorkDoneProgressReport(message=f"{done}/{total} files", percentage=percent)
+                self.loop.call_soon_threadsafe(self.work_done_progress.report, token, value)
+
+        def finished(stats, error) -> None:
+            if error is not None:
+                self.tell(f"hindsight: indexing failed ({error}); no cross-file context", types.MessageType.Warning)
+                message = "failed"
+            else:
+                self.index_stats = stats
+                message = f"{stats.files} files, {stats.chunks} chunks in {stats.seconds:.1f} s"
+                log.info("index: %s (%d parsed, skipped %s)", message, stats.parsed, stats.skipped or "none")
+            if progress and self.loop is not None:
+                self.loop.call_soon_threadsafe(self.work_done_progress.end, token, types.WorkDoneProgressEnd(message=message))
+
+        self.live.start(report, finished)
+
+    def _retrieve(self, req: CompletionRequest, window_start: int):
+        return self.live.retrieve(req, window_start) if self.live is not None else []
+
+    def watch_files(self) -> None:
+        """Ask the client to tell us about files changed on disk (the index follows them)."""
+        caps = self.client_capabilities.workspace
+        watched = caps and caps.did_change_watched_files
+        if self.live is None or not (watched and watched.dynamic_registration):
+            return
+        glob = "**/*.{" + ",".join(sorted(ext.lstrip(".") for ext in SOURCE_EXTENSIONS)) + "}"
+        options = types.DidChangeWatchedFilesRegistrationOptions(watchers=[types.FileSystemWatcher(glob_pattern=glob)])
+        registration = types.Registration(
+            id="hindsight-watch", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES, register_options=options
+        )
+        self.client_register_capability(types.RegistrationParams(registrations=[registration]))
 
     def reload_engine(self) -> None:
         """On the model worker: drop the model and load it again (a new model file, or after a failure)."""
@@ -332,7 +396,8 @@ class HindsightServer(LanguageServer):
                     prefix=c.prompt.prefix,
                     suffix=c.prompt.suffix,
                     context_json=[
-                        {"source": s.source, "score": s.score, "text": s.text} for s in c.prompt.context
+                        {"source": s.source, "origin": s.origin, "score": s.score, "text": s.text}
+                        for s in c.prompt.context
                     ],
                 )
         try:
@@ -356,13 +421,19 @@ class HindsightServer(LanguageServer):
         return doc.source.split("\n") if doc is not None else None
 
     def document_changed(self, uri: str, start, end, text: str) -> None:
+        if self.live is not None:
+            self.live.edited(uri)
         if self.tracker.tracks(uri):  # most keystrokes: nothing to follow, no need to split the document
             self.tracker.changed(uri, start, end, text, self._lines(uri) or [])
 
     def document_replaced(self, uri: str) -> None:
+        if self.live is not None:
+            self.live.edited(uri)
         self.tracker.replaced(uri, self._lines(uri) or [])
 
     def document_closed(self, uri: str, lines: list[str]) -> None:
+        if self.live is not None:
+            self.live.on_disk(uri)
         self.tracker.closed(uri, lines)
 
     def switched(self, request_id: str) -> None:
@@ -408,12 +479,17 @@ class HindsightServer(LanguageServer):
             "modelError": self.engine_error,
             "database": str(getattr(self.store, "path", "") or "") or None,
             "served": self.served,
+            "index": None
+            if self.index_stats is None
+            else {"files": self.index_stats.files, "chunks": self.index_stats.chunks, "seconds": self.index_stats.seconds},
             "stats": stats,
         }
 
     def shutdown_work(self) -> None:
         if self._inflight is not None:
             self._inflight.set()
+        if self.live is not None:
+            self.live.close()
         try:
             self.store.expire_open()
         except Exception:
@@ -436,7 +512,22 @@ def initialize(ls: HindsightServer, params: types.InitializeParams):
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: HindsightServer, params: types.InitializedParams):
+    ls.start_index()
+    ls.watch_files()
     ls.worker.submit(ls.load_engine)  # warm the model while the user opens files
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: HindsightServer, params: types.DidSaveTextDocumentParams):
+    if ls.live is not None:  # saved: the disk has its text (the one being typed in included)
+        ls.live.on_disk(params.text_document.uri)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def did_change_watched_files(ls: HindsightServer, params: types.DidChangeWatchedFilesParams):
+    for change in params.changes if ls.live is not None else []:
+        if change.uri not in ls.workspace.text_documents:  # an open document follows its edits instead
+            ls.live.on_disk(change.uri)
 
 
 @server.feature(types.SHUTDOWN)

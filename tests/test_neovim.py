@@ -29,7 +29,8 @@ vim.o.swapfile = false
 require('hindsight').setup({{
   cmd = {{ {python!r}, '-m', 'lsp_server', 'serve' }},
   builtin = {builtin},
-  server = {{ databasePath = {db!r}, {extra} }},
+  -- Cross-file context off: these tests are about the editor, on positions picked for this model.
+  server = {{ databasePath = {db!r}, context = {{ crossFile = false }}, {extra} }},
 }})
 """
 

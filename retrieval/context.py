@@ -1,0 +1,175 @@
+"""Cross-file context for one cursor: definitions the code near the cursor refers to, found through the
+file's imports (the import graph), and the chunks of other files most like the code before the cursor
+(BM25, as CrossCodeEval and SynthCoder retrieve).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from engine.prompt import Snippet
+
+from .bm25 import tokenize
+from .parse import Definition, FileInfo, Import, enclosing_class, identifiers_near
+from .workspace import WorkspaceIndex
+
+QUERY_LINES = 10  # CrossCodeEval's query: the last 10 non-empty lines before the cursor
+BODY_LINES = 25  # a definition this short goes in whole; a longer one as signature and docstring
+JS_EXTENSIONS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".d.ts")
+
+
+@dataclass
+class ContextOptions:
+    bm25: bool = True
+    graph: bool = True
+    top_k: int = 6
+
+
+def query_text(lines: list[str], line: int, character: int) -> str:
+    """The last QUERY_LINES non-empty lines up to the cursor."""
+    picked = [lines[line][:character]] if lines[line][:character].strip() else []
+    for text in reversed(lines[max(0, line - 200) : line]):
+        if len(picked) >= QUERY_LINES:
+            break
+        if text.strip():
+            picked.append(text)
+    return "\n".join(reversed(picked))
+
+
+# -- the import graph ---------------------------------------------------------------------------------
+def module_files(index: WorkspaceIndex, info: FileInfo, imp: Import) -> list[str]:
+    """Workspace files an import refers to (none for third-party modules)."""
+    here = posixpath.dirname(info.path)
+    module = imp.module.strip()
+    candidates: list[str] = []
+    if info.language == "python":
+        dots = len(module) - len(module.lstrip("."))
+        parts = [p for p in module.lstrip(".").split(".") if p]
+        if dots:
+            base = here
+            for _ in range(dots - 1):
+                base = posixpath.dirname(base)
+            heads = [posixpath.join(base, *parts)] if parts else [base]
+        else:
+            heads = [posixpath.join(*parts)] if parts else []
+            heads += [posixpath.join("src", *parts)] if parts else []
+        for head in heads:
+            candidates += [head + ".py", posixpath.join(head, "__init__.py")]
+            # from package import submodule
+            candidates += [posixpath.join(head, name + ".py") for name, _ in imp.names]
+    elif info.language in ("javascript", "typescript", "tsx"):
+        if module.startswith("."):
+            head = posixpath.normpath(posixpath.join(here, module))
+            candidates = [head] + [head + ext for ext in JS_EXTENSIONS]
+            candidates += [posixpath.join(head, "index" + ext) for ext in JS_EXTENSIONS]
+    elif info.language in ("c", "cpp"):
+        name = module.strip('"<>')
+        candidates = [posixpath.normpath(posixpath.join(here, name))]
+        candidates += [rel for rel in index.files if rel == name or rel.endswith("/" + name)]
+    elif info.language == "go":  # a package is a directory: match its last path element
+        package = module.strip('"').rsplit("/", 1)[-1]
+        candidates = [rel for rel in index.files if rel.endswith(".go") and posixpath.basename(posixpath.dirname(rel)) == package]
+    elif info.language == "rust":
+        parts = [p for p in module.split("::") if p]
+        if parts and parts[0] in ("crate", "self", "super"):
+            base = {"crate": "src", "self": here, "super": posixpath.dirname(here)}[parts[0]]
+            # `use crate::geo;` names a module; `use crate::geo::area;` an item in one.
+            paths = [parts[1:] + [name] for name, _ in imp.names] + [parts[1:]]
+            for rest in paths:
+                if rest:
+                    head = posixpath.join(base, *rest)
+                    candidates += [head + ".rs", posixpath.join(head, "mod.rs")]
+    elif info.language == "java":
+        path = module.replace(".", "/")
+        candidates = [rel for rel in index.files if rel.endswith(path + ".java")]
+    return [c for c in dict.fromkeys(candidates) if c in index.files and c != info.path]
+
+
+def scope_files(index: WorkspaceIndex, info: FileInfo, line: int) -> list[str]:
+    """The files whose definitions the code at `line` can name: imported ones, the same package's (Go,
+    Java), and those defining the enclosing class's bases."""
+    files: list[str] = []
+    for imp in info.imports:
+        files += module_files(index, info, imp)
+    if info.language in ("go", "java"):
+        here = posixpath.dirname(info.path)
+        files += [rel for rel in index.files if posixpath.dirname(rel) == here and rel != info.path]
+    cls = enclosing_class(info, line)
+    if cls is not None:
+        for base in cls.bases:
+            files += [d.path for d in index.by_name.get(base, []) if d.kind in ("class", "type") and d.path != info.path]
+    return list(dict.fromkeys(files))
+
+
+def render_definition(d: Definition) -> str:
+    if d.body.count("\n") < BODY_LINES:
+        return d.body
+    doc = f"\n{d.doc}" if d.doc else ""
+    return f"{d.signature}{doc}"
+
+
+def graph_snippets(index: WorkspaceIndex, info: FileInfo, text: str, line: int, character: int) -> list[Snippet]:
+    """Definitions in other files of the identifiers used near the cursor, nearest identifier first."""
+    scope = set(scope_files(index, info, line))
+    if not scope:
+        return []
+    local = {d.name for d in info.definitions}
+    found: list[Snippet] = []
+    seen: set[tuple[str, int]] = set()
+    for rank, name in enumerate(identifiers_near(text, line, character, info.language)):
+        if name in local:
+            continue
+        for d in index.by_name.get(name, []):
+            if d.path in scope and (d.path, d.start_line) not in seen:
+                seen.add((d.path, d.start_line))
+                source = f"{d.path}:{d.start_line + 1}-{d.end_line}"
+                found.append(Snippet(source, render_definition(d), 1.0 / (1 + rank), origin="graph"))
+    return found
+
+
+# -- BM25 ---------------------------------------------------------------------------------------------
+def bm25_snippets(index: WorkspaceIndex, path: str, lines: list[str], line: int, character: int, k: int) -> list[Snippet]:
+    """Chunks of other files most like the code before the cursor; each with the chunk after it when
+    that exists (the hit matches what precedes the code we want; CrossCodeEval does the same)."""
+    query = tokenize(query_text(lines, line, character))
+    if not query:
+        return []
+    hits = index.bm25.top(query, k, exclude=lambda key: key[0] == path)
+    snippets = []
+    for (rel, start), score in hits:
+        chunk = index.chunks.get((rel, start))
+        if chunk is None:
+            continue
+        text, end = chunk.text, chunk.end_line
+        after = index.chunks.get((rel, chunk.end_line))
+        if after is not None and chunk.text.count("\n") + after.text.count("\n") < 30:
+            text, end = f"{chunk.text}\n{after.text}", after.end_line
+        snippets.append(Snippet(f"{rel}:{start + 1}-{end}", text, float(score), origin="bm25"))
+    return snippets
+
+
+def retrieve(
+    index: WorkspaceIndex, path: str, text: str, line: int, character: int, options: ContextOptions | None = None
+) -> list[Snippet]:
+    """Snippets for the prompt, best first: the graph's definitions, then BM25's chunks (without the
+    ones a definition already covers). `path` is workspace-relative; the file itself is never used
+    (its own text is in the prompt already)."""
+    options = options or ContextOptions()
+    info = index.files.get(path)
+    lines = text.split("\n")
+    snippets: list[Snippet] = []
+    if options.graph and info is not None:
+        snippets += graph_snippets(index, info, text, line, character)
+    if options.bm25:
+        for s in bm25_snippets(index, path, lines, line, character, options.top_k):
+            if not any(_overlap(s.source, x.source) for x in snippets):
+                snippets.append(s)
+    return snippets
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two sources ('path:first-last', 1-based lines) share a line."""
+    (path_a, range_a), (path_b, range_b) = a.rsplit(":", 1), b.rsplit(":", 1)
+    (a0, a1), (b0, b1) = (map(int, range_a.split("-")), map(int, range_b.split("-")))
+    return path_a == path_b and a0 <= b1 and b0 <= a1
