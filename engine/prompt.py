@@ -125,16 +125,17 @@ class PromptBuilder:
         mark = COMMENT.get(language or "", "#")
         header = f"{mark} {path}\n" if path else ""
         snippets: list[Snippet] = []
-        rendered = ""
+        blocks: list[str] = []
         used = 0
-        for snip in context or []:
+        for snip in context or []:  # best first: the best that fit the budget
             block = f"{mark} {snip.source}\n{snip.text.rstrip()}\n\n"
             cost = self.count_tokens(block)
             if used + cost > self.budget.context_tokens:
                 continue
             used += cost
             snippets.append(snip)
-            rendered += block
+            blocks.append(block)
+        rendered = "".join(reversed(blocks))  # the best nearest the code, where a small model looks most
         full = rendered + header + prefix
         tokens = used + self.count_tokens(header) + sum(self._line_tokens(l) for l in lines[start:line])
         tokens += self._line_tokens(cursor_prefix)

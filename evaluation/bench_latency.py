@@ -36,7 +36,8 @@ async def replay(path: Path, start_line: int, lines: int, options: dict, max_req
     work = Path(tempfile.mkdtemp(prefix="hindsight-bench-"))
     try:
         root = work / "workspace"
-        root.mkdir()
+        # The file's whole package is the workspace, so cross-file context has other files to find.
+        shutil.copytree(path.parent, root, ignore=shutil.ignore_patterns("__pycache__", "test*"))
         target_path = root / path.name
         original = path.read_text()
         all_lines = original.split("\n")

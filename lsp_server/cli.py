@@ -4,6 +4,7 @@
     hindsight complete FILE:LINE:COL [--json]        one completion at a position (1-based line and column)
     hindsight stats [--json]                         outcomes, acceptance rate and latency from the database
     hindsight demo                                   a simulated developer typing through a sample workspace
+    hindsight index [PATH] [--json]                  index a workspace (cached; the server does it on start)
     hindsight bench latency|infill|repo [--json]     benchmarks (docs/BENCHMARKS.md)
 """
 
@@ -155,6 +156,34 @@ def cmd_demo(args) -> int:
     return run_demo(model=args.model, lines=args.lines)
 
 
+def cmd_index(args) -> int:
+    from rich.progress import Progress
+
+    from collector.paths import data_dir
+    from retrieval.workspace import WorkspaceIndex
+
+    index = WorkspaceIndex(args.path, cache_dir=data_dir() / "index")
+    with Progress(transient=True) as progress:
+        task = progress.add_task("indexing", total=None)
+        stats = index.build(lambda done, total: progress.update(task, completed=done, total=total))
+    result = {
+        "root": str(index.root),
+        "files": stats.files,
+        "lines": stats.lines,
+        "chunks": stats.chunks,
+        "definitions": sum(len(info.definitions) for info in index.files.values()),
+        "parsed": stats.parsed,
+        "skipped": stats.skipped,
+        "seconds": round(stats.seconds, 2),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>12}  {value}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.bench == "latency":
         from evaluation.bench_latency import main as bench
@@ -184,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["embedded", "http"], default="embedded")
     p.add_argument("--base-url", default="http://127.0.0.1:8080")
     p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("index", help="index a workspace for cross-file context (the server does it on start)")
+    p.add_argument("path", nargs="?", default=".")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("stats", help="outcome counts, acceptance rate and latency from the database")
     p.add_argument("--json", action="store_true")

@@ -50,10 +50,12 @@ def module_files(index: WorkspaceIndex, info: FileInfo, imp: Import) -> list[str
             base = here
             for _ in range(dots - 1):
                 base = posixpath.dirname(base)
-            heads = [posixpath.join(base, *parts)] if parts else [base]
-        else:
+            heads = [posixpath.join(base, *parts)]
+        else:  # absolute: from the workspace root, from src/, or (the workspace is the package) inside it
             heads = [posixpath.join(*parts)] if parts else []
             heads += [posixpath.join("src", *parts)] if parts else []
+            root = index.root.parts
+            heads += [posixpath.join("", *parts[k:]) for k in range(1, len(parts) + 1) if tuple(parts[:k]) == root[-k:]]
         for head in heads:
             candidates += [head + ".py", posixpath.join(head, "__init__.py")]
             # from package import submodule
@@ -102,29 +104,71 @@ def scope_files(index: WorkspaceIndex, info: FileInfo, line: int) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def render_definition(d: Definition) -> str:
+def module_names(index: WorkspaceIndex, info: FileInfo) -> dict[str, list[str]]:
+    """Local names bound to a workspace module (`import x.y as z`, `from pkg import mod`, `import * as m
+    from './m'`, `const m = require('./m')`, a Go package) → the module's files."""
+    names: dict[str, list[str]] = {}
+    for imp in info.imports:
+        files = module_files(index, info, imp)
+        if imp.alias and files:
+            names.setdefault(imp.alias, []).extend(f for f in files if not f.endswith(("__init__.py",)) or len(files) == 1)
+        for name, local in imp.names:
+            names.setdefault(local, []).extend(f for f in files if posixpath.splitext(posixpath.basename(f))[0] == name)
+    return {k: list(dict.fromkeys(v)) for k, v in names.items() if v}
+
+
+def module_summary(index: WorkspaceIndex, rel: str, limit: int = 40) -> str:
+    """A module's top-level definitions, one signature a line."""
+    return "\n".join(d.signature.split("\n")[0] for d in index.files[rel].definitions if d.qualname == d.name)[:4000]
+
+
+def _lines(index: WorkspaceIndex, rel: str) -> int:
+    chunks = index.files[rel].chunks
+    return chunks[-1].end_line if chunks else 1
+
+
+def render_definition(index: WorkspaceIndex, d: Definition) -> str:
+    """The whole definition when short; else its signature and docstring, and for a class its methods'
+    signatures."""
     if d.body.count("\n") < BODY_LINES:
         return d.body
-    doc = f"\n{d.doc}" if d.doc else ""
-    return f"{d.signature}{doc}"
+    parts = [d.signature] + ([f"    {d.doc}"] if d.doc else [])
+    if d.kind in ("class", "type"):
+        members = index.files[d.path].definitions
+        parts += [f"    {m.signature}" for m in members if m.qualname == f"{d.name}.{m.name}"]
+    return "\n".join(parts)
+
+
+IMPORTED = 8  # at most this many definitions of imported names not used near the cursor
 
 
 def graph_snippets(index: WorkspaceIndex, info: FileInfo, text: str, line: int, character: int) -> list[Snippet]:
-    """Definitions in other files of the identifiers used near the cursor, nearest identifier first."""
+    """Definitions in other files of the identifiers used near the cursor, nearest identifier first;
+    then of the names the file imports by name (the API the code at the cursor may be about to call)."""
     scope = set(scope_files(index, info, line))
     if not scope:
         return []
     local = {d.name for d in info.definitions}
+    near = [name for name in identifiers_near(text, line, character, info.language) if name not in local]
+    imported = [name for imp in info.imports for name, _ in imp.names if name not in local and name not in near]
+    modules = module_names(index, info)
     found: list[Snippet] = []
     seen: set[tuple[str, int]] = set()
-    for rank, name in enumerate(identifiers_near(text, line, character, info.language)):
-        if name in local:
-            continue
+    for rank, name in enumerate(near + imported):
+        if rank >= len(near) + IMPORTED:
+            break
+        for rel in modules.get(name, []) if rank < len(near) else []:
+            # `errors.` before the cursor: what the module offers, one signature a line.
+            if (rel, -1) not in seen:
+                seen.add((rel, -1))
+                found.append(Snippet(f"{rel}:1-{_lines(index, rel)}", module_summary(index, rel), 1.0 / (1 + rank), "graph"))
         for d in index.by_name.get(name, []):
-            if d.path in scope and (d.path, d.start_line) not in seen:
+            # Top-level definitions only: a method's name alone says too little (`get`, `append`); a class
+            # brings its methods' signatures.
+            if d.path in scope and d.qualname == d.name and (d.path, d.start_line) not in seen:
                 seen.add((d.path, d.start_line))
                 source = f"{d.path}:{d.start_line + 1}-{d.end_line}"
-                found.append(Snippet(source, render_definition(d), 1.0 / (1 + rank), origin="graph"))
+                found.append(Snippet(source, render_definition(index, d), 1.0 / (1 + rank), origin="graph"))
     return found
 
 
@@ -137,12 +181,13 @@ def bm25_snippets(index: WorkspaceIndex, path: str, lines: list[str], line: int,
         return []
     hits = index.bm25.top(query, k, exclude=lambda key: key[0] == path)
     snippets = []
-    for (rel, start), score in hits:
-        chunk = index.chunks.get((rel, start))
+    for key, score in hits:
+        chunk = index.chunks.get(key)
         if chunk is None:
             continue
+        rel, start = chunk.path, chunk.start_line
         text, end = chunk.text, chunk.end_line
-        after = index.chunks.get((rel, chunk.end_line))
+        after = index.chunk_at(rel, chunk.end_line)
         if after is not None and chunk.text.count("\n") + after.text.count("\n") < 30:
             text, end = f"{chunk.text}\n{after.text}", after.end_line
         snippets.append(Snippet(f"{rel}:{start + 1}-{end}", text, float(score), origin="bm25"))

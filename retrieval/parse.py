@@ -14,6 +14,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Callable
 
+import tree_sitter
 from tree_sitter import Node
 
 from engine.syntax import language_for, parse
@@ -645,14 +646,17 @@ def _chunks(path: str, lines: list[str], units: list[_Unit], window: int) -> tup
 
 
 # -- the API ------------------------------------------------------------------------------------------
-def parse_file(path: str, text: str, language: str | None = None, *, window: int = 15) -> FileInfo | None:
+def parse_file(
+    path: str, text: str, language: str | None = None, *, window: int = 15, tree: tree_sitter.Tree | None = None
+) -> FileInfo | None:
     """Chunks, definitions and imports of one file; None when its language is unknown. Syntax errors
-    cost only what does not parse."""
+    cost only what does not parse. `tree`: the text's syntax tree when the caller has it (parsed
+    incrementally from the file's previous version)."""
     language = language or language_for(path)
     if language not in _RULES:
         return None
     lines = text.split("\n")
-    tree = parse(text, language)
+    tree = tree or parse(text, language)
     if tree is None:  # the grammar did not load: plain windows still serve BM25
         return FileInfo(path, language, _chunks(path, lines, [], window), (), ())
     walker = _Walker(path, language, text.encode("utf-8", "surrogatepass"), lines)

@@ -117,3 +117,24 @@ def test_an_update_replaces_one_file(work):
     assert not index.update("web/format.js", source)  # same content: nothing to do
     assert index.update("web/format.js", None) and "formatSurface" not in index.by_name
     assert not any(key[0] == "web/format.js" for key in index.chunks)
+
+
+def test_incremental_updates_give_what_a_fresh_parse_gives(work):
+    import random
+
+    from retrieval.parse import parse_file
+
+    index = WorkspaceIndex(work)
+    index.build()
+    rng = random.Random(7)
+    text = (work / "shapes/geometry.py").read_text()
+    pieces = ["x", "\n", "    def extra(self):\n        return 1\n", "é", "# ünïcode ✓\n", "(", "", "\n\n"]
+    for _ in range(60):
+        start = rng.randrange(len(text) + 1)
+        end = min(len(text), start + rng.choice([0, 0, 1, 5, 40]))
+        text = text[:start] + rng.choice(pieces) + text[end:]
+        index.update("shapes/geometry.py", text)
+        assert index.files["shapes/geometry.py"] == parse_file("shapes/geometry.py", text)
+        chunks = [index.chunk_at("shapes/geometry.py", c.start_line) for c in index.files["shapes/geometry.py"].chunks]
+        assert chunks == list(index.files["shapes/geometry.py"].chunks)
+    assert len(index.bm25) == len(index.chunks) == sum(len(info.chunks) for info in index.files.values())
