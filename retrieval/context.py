@@ -111,20 +111,16 @@ def module_names(index: WorkspaceIndex, info: FileInfo) -> dict[str, list[str]]:
     for imp in info.imports:
         files = module_files(index, info, imp)
         if imp.alias and files:
-            names.setdefault(imp.alias, []).extend(f for f in files if not f.endswith(("__init__.py",)) or len(files) == 1)
+            names.setdefault(imp.alias, []).extend(files)
         for name, local in imp.names:
             names.setdefault(local, []).extend(f for f in files if posixpath.splitext(posixpath.basename(f))[0] == name)
     return {k: list(dict.fromkeys(v)) for k, v in names.items() if v}
 
 
-def module_summary(index: WorkspaceIndex, rel: str, limit: int = 40) -> str:
-    """A module's top-level definitions, one signature a line."""
-    return "\n".join(d.signature.split("\n")[0] for d in index.files[rel].definitions if d.qualname == d.name)[:4000]
-
-
-def _lines(index: WorkspaceIndex, rel: str) -> int:
-    chunks = index.files[rel].chunks
-    return chunks[-1].end_line if chunks else 1
+def module_summary(index: WorkspaceIndex, rel: str, limit: int = 60) -> str:
+    """A module's top-level definitions, one signature a line (the first `limit`)."""
+    top = [d.signature.split("\n")[0] for d in index.files[rel].definitions if d.qualname == d.name]
+    return "\n".join(top[:limit])
 
 
 def render_definition(index: WorkspaceIndex, d: Definition) -> str:
@@ -161,7 +157,7 @@ def graph_snippets(index: WorkspaceIndex, info: FileInfo, text: str, line: int, 
             # `errors.` before the cursor: what the module offers, one signature a line.
             if (rel, -1) not in seen:
                 seen.add((rel, -1))
-                found.append(Snippet(f"{rel}:1-{_lines(index, rel)}", module_summary(index, rel), 1.0 / (1 + rank), "graph"))
+                found.append(Snippet(f"{rel} (definitions)", module_summary(index, rel), 1.0 / (1 + rank), "graph"))
         for d in index.by_name.get(name, []):
             # Top-level definitions only: a method's name alone says too little (`get`, `append`); a class
             # brings its methods' signatures.
@@ -215,6 +211,8 @@ def retrieve(
 
 def _overlap(a: str, b: str) -> bool:
     """Whether two sources ('path:first-last', 1-based lines) share a line."""
+    if ":" not in a or ":" not in b:  # a module's summary
+        return False
     (path_a, range_a), (path_b, range_b) = a.rsplit(":", 1), b.rsplit(":", 1)
     (a0, a1), (b0, b1) = (map(int, range_a.split("-")), map(int, range_b.split("-")))
     return path_a == path_b and a0 <= b1 and b0 <= a1
