@@ -3,7 +3,7 @@
 Chunks are 12-line windows; a query is the last 10 non-empty lines before a random line; an update
 replaces one file's chunks after inserting a line into it. Also checks that both give the same scores.
 
-    python -m evaluation.bench_bm25
+    .venv/bin/hindsight bench bm25
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     hindsight stats [--json]                         outcomes, acceptance rate and latency from the database
     hindsight demo                                   a simulated developer typing through a sample workspace
     hindsight index [PATH] [--json]                  index a workspace (cached; the server does it on start)
-    hindsight bench latency|infill|repo [--json]     benchmarks (docs/BENCHMARKS.md)
+    hindsight bench latency|infill|repo|bm25       benchmarks (docs/BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -189,6 +189,11 @@ def cmd_bench(args) -> int:
         from evaluation.bench_latency import main as bench
     elif args.bench == "repo":
         from evaluation.bench_repo import main as bench
+    elif args.bench == "bm25":
+        from evaluation.bench_bm25 import main as bm25
+
+        bm25()
+        return 0
     else:
         from evaluation.infill import main as bench
     return bench(args)
@@ -243,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true")
     b.add_argument("--model")
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("bm25", help="BM25 query and update latency against rank-bm25, ~50k lines")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("infill", help="HumanEval single-line infilling, executed")
     b.add_argument("--json", action="store_true")

@@ -517,6 +517,12 @@ def initialized(ls: HindsightServer, params: types.InitializedParams):
     ls.worker.submit(ls.load_engine)  # warm the model while the user opens files
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: HindsightServer, params: types.DidOpenTextDocumentParams):
+    if ls.live is not None:
+        ls.live.opened(params.text_document.uri, params.text_document.text)
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
 def did_save(ls: HindsightServer, params: types.DidSaveTextDocumentParams):
     if ls.live is not None:  # saved: the disk has its text (the one being typed in included)

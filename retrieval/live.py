@@ -71,6 +71,17 @@ class LiveIndex:
         """An open document changed: indexed again when a request next needs context (not per keystroke)."""
         self.dirty.add(uri)
 
+    def opened(self, uri: str, text: str) -> None:
+        """A document was opened: its syntax tree is made ready for its edits (on the index thread)."""
+        rel = self.relative(uri)
+        if rel is not None:
+            self.thread.submit(self._opened, rel, text)
+
+    def _opened(self, rel: str, text: str) -> None:
+        with self.lock:
+            if self.index is not None:
+                self.index.opened(rel, text)
+
     def on_disk(self, uri: str) -> None:
         """A file changed on disk, or an open one was closed: index what the disk holds."""
         self.dirty.discard(uri)
