@@ -154,9 +154,12 @@ def read_source(path: Path, max_bytes: int) -> tuple[str | None, str]:
 
 
 class WorkspaceIndex:
-    def __init__(self, root: Path | str, *, max_file_bytes: int = 1_000_000, cache_dir: Path | None = None):
+    def __init__(
+        self, root: Path | str, *, max_file_bytes: int = 1_000_000, max_files: int = 20_000, cache_dir: Path | None = None
+    ):
         self.root = Path(root).resolve()
         self.max_file_bytes = max_file_bytes
+        self.max_files = max_files  # a home directory opened as the workspace must not take minutes
         self.cache_path = None
         if cache_dir is not None:
             key = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
@@ -185,7 +188,12 @@ class WorkspaceIndex:
             stats.skipped[kind] = stats.skipped.get(kind, 0) + 1
 
         cached = self._load_cache()
-        paths = list(source_files(self.root, skip))
+        paths = []
+        for path in source_files(self.root, skip):
+            if len(paths) == self.max_files:
+                log.warning("index: more than %d source files under %s; indexing the first %d", self.max_files, self.root, self.max_files)
+                break
+            paths.append(path)
         for done, path in enumerate(paths, 1):
             text, why = read_source(path, self.max_file_bytes)
             if text is None:
