@@ -193,8 +193,8 @@ def bm25_snippets(index: WorkspaceIndex, path: str, lines: list[str], line: int,
 def retrieve(
     index: WorkspaceIndex, path: str, text: str, line: int, character: int, options: ContextOptions | None = None
 ) -> list[Snippet]:
-    """Snippets for the prompt, best first: the graph's definitions, then BM25's chunks (without the
-    ones a definition already covers). `path` is workspace-relative; the file itself is never used
+    """Snippets for the prompt, best first: the graph's definitions and BM25's chunks (without the
+    ones a definition already covers), alternately. `path` is workspace-relative; the file itself is never used
     (its own text is in the prompt already)."""
     options = options or ContextOptions()
     info = index.files.get(path)
@@ -203,9 +203,15 @@ def retrieve(
     if options.graph and info is not None:
         snippets += graph_snippets(index, info, text, line, character)
     if options.bm25:
-        for s in bm25_snippets(index, path, lines, line, character, options.top_k):
-            if not any(_overlap(s.source, x.source) for x in snippets):
-                snippets.append(s)
+        similar = [
+            s
+            for s in bm25_snippets(index, path, lines, line, character, options.top_k)
+            if not any(_overlap(s.source, x.source) for x in snippets)
+        ]
+        # Alternate the two, so that neither crowds the other out of the prompt's budget.
+        graph, snippets = snippets, []
+        for i in range(max(len(graph), len(similar))):
+            snippets += graph[i : i + 1] + similar[i : i + 1]
     return snippets
 
 
