@@ -23,7 +23,9 @@ from conftest import WORKSPACE, initialize, rows, server_config
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 DB = Path(tempfile.mkdtemp(prefix="hindsight-e2e-")) / "e2e.db"
-OPTIONS = {"databasePath": str(DB), "persistenceDelaysS": [1.0, 2.0]}
+# Cross-file context off: these tests are about the protocol, at positions picked for this model without
+# context (tests/test_server_context.py covers the context).
+OPTIONS = {"databasePath": str(DB), "persistenceDelaysS": [1.0, 2.0], "context": {"crossFile": False}}
 GEOMETRY = WORKSPACE / "shapes" / "geometry.py"
 
 
