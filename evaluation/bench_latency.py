@@ -13,7 +13,6 @@ cold start (server launch → first completion, model load included) and the ser
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sysconfig
 import tempfile
@@ -24,6 +23,7 @@ import psutil
 
 from collector.store import percentile
 
+from . import print_result
 from .session import Session
 from .simulator import SimulatedDeveloper
 
@@ -122,9 +122,5 @@ def run(path: Path, lines: int, model: str | None) -> dict:
 def main(args) -> int:
     path = Path(args.file) if args.file else DEFAULT_FILE
     result = run(path, args.lines, args.model)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>20}  {value}")
+    print_result(result, args.json)
     return 0

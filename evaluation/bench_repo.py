@@ -25,7 +25,6 @@ taken out again, each re-indexed); the index's build time from scratch (no cache
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -36,7 +35,8 @@ from rich.progress import Progress
 
 from collector.store import percentile
 from engine.engine import CompletionRequest, Engine, EngineConfig
-from retrieval.context import ContextOptions, module_files, module_names, retrieve
+from evaluation import print_result
+from retrieval.context import ContextOptions, module_names, resolve_imports, retrieve
 from retrieval.parse import identifiers_near
 from retrieval.workspace import WorkspaceIndex
 
@@ -70,10 +70,10 @@ def find_points(index: WorkspaceIndex, texts: dict[str, str], n: int, seed: int)
     candidates = []
     for rel, info in sorted(index.files.items()):
         own = {d.name for d in info.definitions}
-        modules = module_names(index, info)  # module alias → its files
+        resolved = resolve_imports(index, info)
+        modules = module_names(resolved)  # module alias → its files
         by_name = {}  # a name imported by name (`from m import name`) → its file(s)
-        for imp in info.imports:
-            files = module_files(index, info, imp)
+        for imp, files in resolved:
             for name, local in imp.names:
                 by_name[local] = [d.path for d in index.by_name.get(name, []) if d.path in files and d.qualname == d.name]
         seen: set[str] = set()  # names used so far in the file (import lines included)
@@ -165,9 +165,5 @@ def run(root: Path, n_points: int, seed: int, model: str | None, progress: Progr
 def main(args) -> int:
     with Progress(transient=True) as progress:
         result = run(Path(args.path), args.points, args.seed, args.model, progress)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>16}  {value}")
+    print_result(result, args.json)
     return 0

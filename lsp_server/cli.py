@@ -160,6 +160,7 @@ def cmd_index(args) -> int:
     from rich.progress import Progress
 
     from collector.paths import data_dir
+    from evaluation import print_result
     from retrieval.workspace import WorkspaceIndex
 
     index = WorkspaceIndex(args.path, cache_dir=data_dir() / "index")
@@ -176,11 +177,7 @@ def cmd_index(args) -> int:
         "skipped": stats.skipped,
         "seconds": round(stats.seconds, 2),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>12}  {value}")
+    print_result(result, args.json)
     return 0
 
 

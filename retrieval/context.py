@@ -88,12 +88,19 @@ def module_files(index: WorkspaceIndex, info: FileInfo, imp: Import) -> list[str
     return [c for c in dict.fromkeys(candidates) if c in index.files and c != info.path]
 
 
-def scope_files(index: WorkspaceIndex, info: FileInfo, line: int) -> list[str]:
+Resolved = list[tuple[Import, list[str]]]  # each import of a file, with the workspace files it names
+
+
+def resolve_imports(index: WorkspaceIndex, info: FileInfo) -> Resolved:
+    return [(imp, module_files(index, info, imp)) for imp in info.imports]
+
+
+def scope_files(index: WorkspaceIndex, info: FileInfo, line: int, resolved: Resolved) -> list[str]:
     """The files whose definitions the code at `line` can name: imported ones, the same package's (Go,
     Java), and those defining the enclosing class's bases."""
     files: list[str] = []
-    for imp in info.imports:
-        files += module_files(index, info, imp)
+    for _, imported in resolved:
+        files += imported
     if info.language in ("go", "java"):
         here = posixpath.dirname(info.path)
         files += [rel for rel in index.files if posixpath.dirname(rel) == here and rel != info.path]
@@ -104,12 +111,11 @@ def scope_files(index: WorkspaceIndex, info: FileInfo, line: int) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def module_names(index: WorkspaceIndex, info: FileInfo) -> dict[str, list[str]]:
+def module_names(resolved: Resolved) -> dict[str, list[str]]:
     """Local names bound to a workspace module (`import x.y as z`, `from pkg import mod`, `import * as m
     from './m'`, `const m = require('./m')`, a Go package) → the module's files."""
     names: dict[str, list[str]] = {}
-    for imp in info.imports:
-        files = module_files(index, info, imp)
+    for imp, files in resolved:
         if imp.alias and files:
             names.setdefault(imp.alias, []).extend(files)
         for name, local in imp.names:
@@ -141,13 +147,14 @@ IMPORTED = 8  # at most this many definitions of imported names not used near th
 def graph_snippets(index: WorkspaceIndex, info: FileInfo, text: str, line: int, character: int) -> list[Snippet]:
     """Definitions in other files of the identifiers used near the cursor, nearest identifier first;
     then of the names the file imports by name (the API the code at the cursor may be about to call)."""
-    scope = set(scope_files(index, info, line))
+    resolved = resolve_imports(index, info)
+    scope = set(scope_files(index, info, line, resolved))
     if not scope:
         return []
     local = {d.name for d in info.definitions}
     near = [name for name in identifiers_near(text, line, character, info.language) if name not in local]
     imported = [name for imp in info.imports for name, _ in imp.names if name not in local and name not in near]
-    modules = module_names(index, info)
+    modules = module_names(resolved)
     found: list[Snippet] = []
     seen: set[tuple[str, int]] = set()
     for rank, name in enumerate(near + imported):

@@ -245,9 +245,7 @@ class WorkspaceIndex:
 
     def opened(self, rel: str, text: str) -> None:
         """A file was opened in the editor: parse its tree now, so that its edits re-parse incrementally."""
-        if self.hashes.get(rel) != hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest():
-            self.update(rel, text)
-        elif rel not in self.trees:
+        if not self.update(rel, text) and rel in self.files and rel not in self.trees:  # unchanged: tree only
             tree = parse(text, language_for(rel))
             if tree is not None:
                 self._keep_tree(rel, text, tree)

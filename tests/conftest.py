@@ -43,3 +43,28 @@ async def initialize(lsp_client, options: dict):
             initialization_options=options,
         )
     )
+
+
+_versions: dict[str, int] = {}  # uri → the last version sent (documents open at version 1)
+
+
+def edit(client, uri: str, line: int, char: int, text: str, end: tuple[int, int] | None = None):
+    """didChange: replace [(line, char), end) (an insertion when `end` is None) with `text`."""
+    from lsprotocol import types
+
+    _versions[uri] = _versions.get(uri, 1) + 1
+    end_line, end_char = end or (line, char)
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=_versions[uri]),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(
+                        start=types.Position(line=line, character=char),
+                        end=types.Position(line=end_line, character=end_char),
+                    ),
+                    text=text,
+                )
+            ],
+        )
+    )

@@ -15,7 +15,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, rows, server_config
+from conftest import WORKSPACE, edit, rows, server_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -103,28 +103,8 @@ async def test_the_imported_definition_is_in_the_prompt_and_follows_edits_to_its
     units = (ROOT / "shapes/units.py").read_text()
     units_uri = open_file(client, "shapes/units.py", units)
     at = units.split("\n").index("    return length.value * FACTORS[length.unit]")
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=units_uri, version=2),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(start=types.Position(line=at, character=0), end=types.Position(line=at, character=0)),
-                    text="    # meters, whatever unit the length was given in\n",
-                )
-            ],
-        )
-    )
+    edit(client, units_uri, at, 0, "    # meters, whatever unit the length was given in\n")
     # A different line (the same text would come from the typed-ahead cache, with no prompt).
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(start=types.Position(line=line, character=0), end=types.Position(line=line, character=18)),
-                    text="        r = to_",
-                )
-            ],
-        )
-    )
+    edit(client, uri, line, 0, "        r = to_", end=(line, 18))
     context = await complete_at(client, uri, line, len("        r = to_"))
     assert any("whatever unit" in s["text"] for s in context if s["source"].startswith("shapes/units.py")), context

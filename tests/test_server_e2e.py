@@ -18,7 +18,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, initialize, rows, server_config
+from conftest import WORKSPACE, edit, initialize, rows, server_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -51,28 +51,6 @@ def open_doc(client: LanguageClient, text: str, name: str = "geometry.py", langu
         )
     )
     return uri
-
-
-_versions: dict[str, int] = {}
-
-
-def edit(client: LanguageClient, uri: str, line: int, char: int, text: str, end: tuple[int, int] | None = None):
-    _versions[uri] = _versions.get(uri, 1) + 1
-    end_line, end_char = end or (line, char)
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=_versions[uri]),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(
-                        start=types.Position(line=line, character=char),
-                        end=types.Position(line=end_line, character=end_char),
-                    ),
-                    text=text,
-                )
-            ],
-        )
-    )
 
 
 async def complete(

@@ -100,6 +100,17 @@ local function cancel_pending(st)
   end
 end
 
+-- Stop asking, and take the suggestion on screen down as dismissed (leaving insert mode, turning off).
+local function quiet(bufnr)
+  local st = state[bufnr]
+  stop_timer(st)
+  cancel_pending(st)
+  if st.items then
+    clear(bufnr)
+    report.reject(bufnr, 'dismissed')
+  end
+end
+
 --- Ask the server now. `kind` 1 = invoked by the user, 2 = automatic.
 function M.request(bufnr, kind)
   local st = state[bufnr]
@@ -217,13 +228,7 @@ function M.attach(bufnr, client_id, options)
     group = group,
     buffer = bufnr,
     callback = function()
-      local st = state[bufnr]
-      stop_timer(st)
-      cancel_pending(st)
-      if st.items then
-        clear(bufnr)
-        report.reject(bufnr, 'dismissed')
-      end
+      quiet(bufnr)
     end,
   })
   api.nvim_create_autocmd({ 'BufWipeout', 'LspDetach' }, {
@@ -319,13 +324,8 @@ M.enabled = true
 function M.enable(on)
   M.enabled = on
   if not on then
-    for bufnr, st in pairs(state) do
-      stop_timer(st)
-      cancel_pending(st)
-      if st.items then
-        clear(bufnr)
-        report.reject(bufnr, 'dismissed')
-      end
+    for bufnr in pairs(state) do
+      quiet(bufnr)
     end
   end
 end

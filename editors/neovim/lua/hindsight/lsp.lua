@@ -3,26 +3,28 @@ local M = {}
 
 local method_calls = vim.fn.has('nvim-0.11') == 1
 
-function M.request(client, method, params, handler, bufnr)
+-- client:name(...) on 0.11+, client.name(...) before.
+local function call(client, name, ...)
   if method_calls then
-    return client:request(method, params, handler, bufnr)
+    return client[name](client, ...)
   end
-  return client.request(method, params, handler, bufnr)
+  return client[name](...)
+end
+
+function M.request(client, method, params, handler, bufnr)
+  return call(client, 'request', method, params, handler, bufnr)
 end
 
 function M.request_sync(client, method, params, timeout_ms, bufnr)
-  if method_calls then
-    return client:request_sync(method, params, timeout_ms, bufnr)
-  end
-  return client.request_sync(method, params, timeout_ms, bufnr)
+  return call(client, 'request_sync', method, params, timeout_ms, bufnr)
+end
+
+function M.notify(client, method, params)
+  return call(client, 'notify', method, params)
 end
 
 function M.cancel(client, request_id)
-  if method_calls then
-    client:cancel_request(request_id)
-  else
-    client.cancel_request(request_id)
-  end
+  call(client, 'cancel_request', request_id)
 end
 
 --- Run a server command (workspace/executeCommand); `on_done(err, result)` is optional.

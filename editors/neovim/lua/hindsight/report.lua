@@ -1,6 +1,8 @@
 -- Tells the server what became of each suggestion shown: hindsight/didShow, didPartiallyAccept and
 -- didReject. A full accept is the item's own command (hindsight.accept), run by whoever inserts it.
 -- Typing over a suggestion needs no message: the server sees the edit and records `typed_over` itself.
+local lsp = require('hindsight.lsp')
+
 local M = {}
 
 ---@class hindsight.Shown
@@ -21,11 +23,7 @@ end
 local function notify(client_id, method, params)
   local client = vim.lsp.get_client_by_id(client_id)
   if client then
-    if vim.fn.has('nvim-0.11') == 1 then
-      client:notify(method, params)
-    else
-      client.notify(method, params)
-    end
+    lsp.notify(client, method, params)
   end
 end
 
