@@ -130,7 +130,16 @@ class LlamaBackend:
                 return int(np.argmax(logits))
             top = np.argpartition(logits, -(rank + 1))[-(rank + 1) :]
             return int(top[np.argsort(-logits[top])][rank])
-        top = np.argpartition(logits, -self.HEAL_CANDIDATES)[-self.HEAL_CANDIDATES :]
+        # The HEAL_CANDIDATES best, found among the tokens near the best logit: argpartition over all
+        # 262k logits costs 2 ms a token, a comparison 0.1 ms. Past 20 below the best (e^-20 as likely)
+        # fewer may be taken.
+        best = logits.max()
+        for below in (8.0, 12.0, 20.0):
+            top = np.flatnonzero(logits >= best - below)
+            if len(top) >= self.HEAL_CANDIDATES:
+                break
+        if len(top) > self.HEAL_CANDIDATES:
+            top = top[np.argpartition(logits[top], -self.HEAL_CANDIDATES)[-self.HEAL_CANDIDATES :]]
         fitting = []
         for token in top[np.argsort(-logits[top])]:
             piece = self._piece(int(token)).decode("utf-8", errors="ignore")
@@ -177,7 +186,7 @@ class LlamaBackend:
             if token is None or token in self._eos:
                 return
             top = float(logits.max())
-            logprob = float(logits[token]) - top - float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
+            logprob = float(logits[token]) - top - float(np.log(np.exp(logits - top).sum(dtype=np.float64)))
             pending += self._piece(token)
             try:
                 text = pending.decode("utf-8")

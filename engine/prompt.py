@@ -80,6 +80,7 @@ class PromptBuilder:
         self.count_tokens = count_tokens
         self.budget = budget or PromptBudget()
         self._line_tokens = _LineTokens(count_tokens)
+        self._block_tokens = _LineTokens(count_tokens)  # the context is kept while typing: so are its blocks
 
     def window_start(self, lines: list[str], line: int, cursor_prefix: str) -> int:
         """First line of the prefix window: the earliest line that fits, snapped forward to a step."""
@@ -129,7 +130,7 @@ class PromptBuilder:
         used = 0
         for snip in context or []:  # best first: the best that fit the budget
             block = f"{mark} {snip.source}\n{snip.text.rstrip()}\n\n"
-            cost = self.count_tokens(block)
+            cost = self._block_tokens(block) - 1
             if used + cost > self.budget.context_tokens:
                 continue
             used += cost
