@@ -35,6 +35,7 @@ from rich.progress import Progress
 
 from collector.store import percentile
 from engine.engine import CompletionRequest, Engine, EngineConfig
+from engine.syntax import parse
 from evaluation import print_result
 from retrieval.context import ContextOptions, module_names, resolve_imports, retrieve
 from retrieval.parse import identifiers_near
@@ -64,6 +65,26 @@ def edit_similarity(a: str, b: str) -> float:
             current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
         previous = current
     return 1 - previous[-1] / max(len(a), len(b))
+
+
+def typed_line(text: str, language: str) -> str:
+    """`text` with a statement typed on a new line in the middle, indented like the line after it: at
+    the first line from the middle where that keeps the file free of new syntax errors (between a
+    `try` block and its `except`, say, it would not be)."""
+    lines = text.split("\n")
+    statement = "x = 1  # edited" if language == "python" else "x = 1;  // edited"
+    errors = _has_error(text, language)
+    for line in list(range(len(lines) // 2, min(len(lines), len(lines) // 2 + 200))) + [len(lines) // 2]:
+        indent = lines[line][: len(lines[line]) - len(lines[line].lstrip())]
+        edited = "\n".join(lines[:line] + [indent + statement] + lines[line:])
+        if errors or not _has_error(edited, language):
+            break
+    return edited
+
+
+def _has_error(text: str, language: str) -> bool:
+    tree = parse(text, language)
+    return tree is not None and tree.root_node.has_error
 
 
 def find_points(index: WorkspaceIndex, texts: dict[str, str], n: int, seed: int) -> list[Point]:
@@ -111,9 +132,7 @@ def run(root: Path, n_points: int, seed: int, model: str | None, progress: Progr
     update_ms = []
     for rel in random.Random(seed).sample(sorted(texts), min(50, len(texts))):
         index.opened(rel, texts[rel])
-        lines = texts[rel].split("\n")
-        middle = len(lines) // 2
-        edited = "\n".join(lines[:middle] + ["x = 1  # edited"] + lines[middle:])
+        edited = typed_line(texts[rel], index.files[rel].language)
         for text in (edited, texts[rel]):
             t0 = time.perf_counter()
             index.update(rel, text)

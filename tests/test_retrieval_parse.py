@@ -560,6 +560,22 @@ def test_syntax_error_keeps_what_parses():
     assert {"ok", "A", "A.m"} <= {d.qualname for d in js.definitions}
 
 
+def test_error_wrapping_the_file_keeps_its_definitions():
+    # A statement typed between a `try` block and its `except` (half-written code) can make tree-sitter
+    # wrap the whole file in one ERROR node: the definitions in it that parse are still found.
+    methods = "\n".join(f"    def m{i}(self):\n        return {i}\n" for i in range(3))
+    text = (
+        "import os\n\ndef first(a):\n    return a\n\nclass Loop:\n" + methods
+        + "    def run(self):\n        try:\n            go()\n        x = 1\n"
+        + "        except OSError as exc:\n            pass\n        return 3\n\n"
+        + "def last():\n    return os.sep\n"
+    )
+    assert [c.type for c in parse(text, "python").root_node.children] == ["ERROR"]
+    info = parse_file("loop.py", text)
+    assert {"first", "Loop", "Loop.m0", "Loop.m2"} <= {d.qualname for d in info.definitions}
+    assert [i.module for i in info.imports] == ["os"]
+
+
 def test_empty_and_unknown():
     empty = parse_file("empty.py", "")
     assert empty == FileInfo("empty.py", "python", (), (), ())
