@@ -153,3 +153,23 @@ def m002_prompt_tokens(db: Database) -> None:
 def m003_alternatives(db: Database) -> None:
     """Alternatives the user asked for (decision 'alternative'), each pointing at the request's first."""
     _run(db, ["ALTER TABLE requests ADD COLUMN alternative_of TEXT"])
+
+
+@migration
+def m004_gate(db: Database) -> None:
+    """The acceptance gate: the features each decision saw (stage 1 before generation, stage 2 after), the
+    gate's calibrated probabilities and version, and the probability that the suggestion was shown
+    under the policy that served it (1 ungated; the exploration rate for one shown although the gate
+    withheld it), for inverse-propensity weights. `session_id`: one server run (a user's session)."""
+    _run(
+        db,
+        [
+            "ALTER TABLE requests ADD COLUMN session_id TEXT",
+            "ALTER TABLE requests ADD COLUMN features_json TEXT",
+            "ALTER TABLE requests ADD COLUMN gate_p1 REAL",
+            "ALTER TABLE requests ADD COLUMN gate_p2 REAL",
+            "ALTER TABLE requests ADD COLUMN gate_version TEXT",
+            "ALTER TABLE requests ADD COLUMN propensity REAL",
+            "ALTER TABLE requests ADD COLUMN explored INTEGER",
+        ],
+    )
