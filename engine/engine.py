@@ -43,6 +43,8 @@ class CompletionRequest:
     context: list[Snippet] = field(default_factory=list)
     request_id: str | None = None
     cancelled: Callable[[], bool] = lambda: False
+    # Asked once the context is known, before generation: False → no model call (the gate's stage 1).
+    admit: Callable[[list[Snippet]], bool] | None = None
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Completion:
     parent_id: str | None = None  # for a typed-ahead hit: the request that generated the suggestion
     prompt_tokens: int = 0
     reused_tokens: int = 0
+    withheld: bool = False  # `admit` said no: nothing was generated
 
 
 _HEAL = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
@@ -161,6 +164,10 @@ class Engine:
         t1 = time.perf_counter()
         context = self.context_for(req)
         tc = time.perf_counter()
+        if req.admit is not None and not first_rank and not req.admit(context):
+            timings = {"mode_ms": (t1 - t0) * 1000, "context_ms": (tc - t1) * 1000}
+            timings["total_ms"] = (time.perf_counter() - t0) * 1000
+            return Completion("", mode, "model", None, LogprobSummary(), timings, withheld=True)
         prompt = self.prompts.build(
             req.text, req.line, req.character, path=req.path, language=req.language, context=context
         )

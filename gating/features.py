@@ -282,5 +282,6 @@ def stage2(
 
 
 def vector(features: dict[str, float], names: Sequence[str]) -> np.ndarray:
-    """The features in `names`' order as one float32 row (missing → NaN, which LightGBM handles)."""
-    return np.array([[features.get(n, math.nan) for n in names]], dtype=np.float32)
+    """The features in `names`' order as one float32 row (missing or None → NaN, which LightGBM handles)."""
+    row = [features.get(n) for n in names]
+    return np.array([[math.nan if v is None else v for v in row]], dtype=np.float32)

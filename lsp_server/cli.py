@@ -4,8 +4,11 @@
     hindsight complete FILE:LINE:COL [--json]        one completion at a position (1-based line and column)
     hindsight stats [--json]                         outcomes, acceptance rate and latency from the database
     hindsight demo                                   a simulated developer typing through a sample workspace
+    hindsight simulate REPO [--files N] [--json]     a simulated developer writes code back into a repository
     hindsight index [PATH] [--json]                  index a workspace (cached; the server does it on start)
-    hindsight bench latency|infill|repo|bm25       benchmarks (docs/BENCHMARKS.md)
+    hindsight train-gate [--db PATH ...] [--json]    train the acceptance gate on the recorded outcomes
+    hindsight cold-start [--json]                    the first gate, from simulated sessions on the standard library
+    hindsight bench latency|infill|repo|bm25|gate  benchmarks (docs/BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -150,6 +153,75 @@ def format_stats(stats: dict) -> str:
     return cap.get().rstrip()
 
 
+def cmd_train_gate(args) -> int:
+    from rich.console import Console
+
+    from collector.paths import data_dir, db_path
+    from gating.dataset import GateError, load
+    from gating.train import train
+
+    dbs = [Path(p).expanduser() for p in args.db] if args.db else [db_path()]
+    gates_dir = Path(args.gates_dir).expanduser() if args.gates_dir else data_dir() / "gates"
+    try:
+        with Console(stderr=True).status("training the acceptance gate"):
+            metrics = train(
+                load(dbs),
+                value_accept=args.value_accept,
+                cost_reject=args.cost_reject,
+                cost_call=args.cost_call,
+                seed=args.seed,
+                gates_dir=gates_dir,
+                force=args.force,
+            )
+    except GateError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(format_gate_metrics(metrics))
+    return 0
+
+
+def format_gate_metrics(metrics: dict) -> str:
+    """The few numbers a user wants after training: how good, what it hides, whether it is in use."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    held = metrics["held_out"]
+    current = metrics["current"]
+    table = Table(title=f"hindsight gate {metrics['version']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("promoted", f"{'yes' if metrics['promoted'] else 'no'}: {metrics['promotion_reason']}"),
+        ("suggestions (train / held out)", f"{metrics['rows_train']} / {metrics['rows_held_out']}"),
+        ("groups (held out)", f"{metrics['groups']} ({metrics['groups_held_out']})"),
+        ("accept rate", num(metrics["accept_rate"])),
+        ("cross-validated AUC stage 1 / 2", f"{num(metrics['cv_auc_stage1'])} / {num(metrics['cv_auc_stage2'])}"),
+        ("held-out AUC stage 1 / 2", f"{num(held['auc_stage1'])} / {num(held['auc_stage2'])}"),
+        ("thresholds t1 / t2", f"{metrics['t1']:.2f} / {metrics['t2']:.2f}"),
+        ("held out: rejects hidden", num(held["rejected_hidden"])),
+        ("held out: accepts lost", num(held["accepted_lost"])),
+        ("held out: model calls skipped", num(held["calls_skipped"])),
+        ("held out: utility with / without gate",
+         f"{num(held['utility_with_gate'], 1)} / {num(held['utility_without_gate'], 1)}"),
+    ]
+    if current.get("version"):
+        aucs = f"{num(current['auc_stage1'])} / {num(current['auc_stage2'])}"
+        rows.append((f"current {current['version']}: held-out AUC 1 / 2", aucs))
+    rows.append(("directory", metrics["directory"]))
+    for key, value in rows:
+        table.add_row(key, value)
+    console = Console(file=None, width=120)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get().rstrip()
+
+
 def cmd_demo(args) -> int:
     from evaluation.demo import run_demo
 
@@ -181,7 +253,44 @@ def cmd_index(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from evaluation.simulate import SimulateError, main as simulate
+
+    try:
+        return simulate(args)
+    except SimulateError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_cold_start(args) -> int:
+    from gating.cold_start import run
+    from gating.dataset import GateError
+
+    try:
+        metrics = run(files=args.files, seed=args.seed, pace_ms=args.pace_ms, force=args.force, model=args.model,
+                      log=lambda m: print(m, file=sys.stderr))
+    except GateError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+    if metrics.get("skipped"):
+        print(f"hindsight: {metrics['reason']}; nothing to do (--force trains a new one)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(metrics))
+    elif not metrics.get("skipped"):
+        print(format_gate_metrics(metrics))
+    return 0
+
+
 def cmd_bench(args) -> int:
+    if args.bench == "gate":
+        from evaluation.bench_gate import BenchError, main as gate
+
+        try:
+            return gate(args)
+        except BenchError as exc:
+            print(f"hindsight: {exc}", file=sys.stderr)
+            return 2
     if args.bench == "latency":
         from evaluation.bench_latency import main as bench
     elif args.bench == "repo":
@@ -226,10 +335,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="database path (default: $HINDSIGHT_DB or the data dir)")
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser("train-gate", help="train the acceptance gate on the recorded outcomes; promote it if better")
+    p.add_argument("--db", action="append", metavar="PATH", help="a database (repeatable; default: the user's)")
+    p.add_argument("--gates-dir", metavar="DIR", help="where gate versions live (default: the data dir's gates/)")
+    p.add_argument("--value-accept", type=float, metavar="V", default=1.0, help="worth of an accepted suggestion")
+    p.add_argument("--cost-reject", type=float, metavar="C", default=0.35, help="cost of a rejected suggestion")
+    p.add_argument("--cost-call", type=float, metavar="K", default=0.02, help="cost of one model call")
+    p.add_argument("--seed", type=int, metavar="S", default=0, help="chooses the held-out groups and seeds LightGBM")
+    p.add_argument("--force", action="store_true", help="promote even if it is worse than the current gate")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train_gate)
+
     p = sub.add_parser("demo", help="watch a simulated developer use hindsight over real LSP")
     p.add_argument("--model")
     p.add_argument("--lines", type=int, default=None, help="stop after typing this many lines")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="a simulated developer removes code from a repository and types it back")
+    p.add_argument("repo", help="the repository (a directory); its files are read, never written")
+    p.add_argument("--files", type=int, default=10, help="source files to edit")
+    p.add_argument("--sites", type=int, default=2, help="edit sites per file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pace-ms", type=float, default=120.0, help="median time per keystroke (pauses come on top)")
+    p.add_argument("--db", help="database to record into (default: simulated.db in the data dir)")
+    p.add_argument("--model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("cold-start", help="the first acceptance gate: simulated sessions on the standard library, trained")
+    p.add_argument("--files", type=int, default=6, help="files per standard-library package")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pace-ms", type=float, default=25.0, help="the simulated developer's time per keystroke")
+    p.add_argument("--force", action="store_true", help="train one even if a gate is already promoted")
+    p.add_argument("--model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cold_start)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True)
@@ -245,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true")
     b.add_argument("--model")
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("gate", help="the promoted acceptance gate on held-out sessions (--repo simulates them)")
+    b.add_argument("--repo", help="simulate sessions on this repository (one the gate was not trained on)")
+    b.add_argument("--db", action="append", metavar="PATH", help="sessions already logged (repeatable)")
+    b.add_argument("--files", type=int, default=10)
+    b.add_argument("--sites", type=int, default=2)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--pace-ms", type=float, default=25.0)
+    b.add_argument("--keep-db", metavar="PATH", help="where to keep the simulated sessions")
+    b.add_argument("--gates-dir", metavar="DIR")
+    b.add_argument("--plot", metavar="PNG", help="draw the trade-off curve")
+    b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("bm25", help="BM25 query and update latency against rank-bm25, ~50k lines")
     b.set_defaults(func=cmd_bench)

@@ -33,9 +33,13 @@ class CompletionOptions:
 
 @dataclass
 class GateOptions:
+    enabled: bool = True  # use the promoted acceptance gate (`hindsight train-gate`), if there is one
     # Show a suggestion when the acceptance gate's P(accept) is at least this; None = the threshold the
     # trained gate chose by utility. Without a trained gate every suggestion is shown.
     threshold: float | None = None
+    stage1_threshold: float | None = None  # call the model only when P(accept) before generation is at least this
+    exploration: float = 0.05  # show this share of withheld suggestions anyway (unbiased training data)
+    shadow: bool = False  # log the gate's probabilities but show every suggestion (to evaluate a gate)
 
 
 @dataclass

@@ -31,6 +31,8 @@ from engine.engine import Completion, CompletionRequest, Engine, EngineConfig, L
 from engine.prompt import PromptBudget
 from engine.syntax import SOURCE_EXTENSIONS
 from engine.syntax import normalize_language
+from gating.features import Cursor, UserState
+from gating.policy import Decision, Policy, Thresholds
 
 from . import __version__
 from .options import Options, parse_options
@@ -101,6 +103,49 @@ class _NoStore:
         return True
 
 
+class _Outcomes:
+    """The store as the outcome tracker sees it: each outcome that is recorded also goes to the user's
+    recent state (the gate's features)."""
+
+    def __init__(self, store, user: UserState):
+        self.store, self.user = store, user
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def set_outcome(self, id: str, outcome: str, **kwargs) -> bool:
+        changed = self.store.set_outcome(id, outcome, **kwargs)
+        if changed and outcome in ("accepted", "partial", "rejected"):
+            self.user.outcome(outcome)
+        return changed
+
+
+class _GateRun:
+    """One request's pass through the gate: stage 1 from the engine's `admit`, stage 2 after generation."""
+
+    def __init__(self, policy: Policy, cursor: Cursor, invoked: bool):
+        self.policy, self.cursor, self.invoked = policy, cursor, invoked
+        self.decision: Decision | None = None
+
+    def before(self, context) -> bool:
+        t0 = time.perf_counter()
+        self.decision = self.policy.before(self.cursor, [s.score for s in context], invoked=self.invoked)
+        self.decision.timings_ms["gate1_ms"] = (time.perf_counter() - t0) * 1000
+        return self.decision.proceed
+
+    def after(self, completion: Completion) -> bool:
+        if self.decision is None:
+            return True
+        t0 = time.perf_counter()
+        lp = completion.logprobs
+        self.policy.after(
+            self.decision, self.cursor, completion.text, mode=completion.mode, n_tokens=lp.n_tokens,
+            logprob_mean=lp.mean, logprob_min=lp.min, invoked=self.invoked,
+        )
+        self.decision.timings_ms["gate2_ms"] = (time.perf_counter() - t0) * 1000
+        return self.decision.proceed
+
+
 class HindsightServer(LanguageServer):
     def __init__(self):
         super().__init__(
@@ -123,6 +168,9 @@ class HindsightServer(LanguageServer):
         self.index_stats = None
         self.choices: dict[str, dict[str, str]] = {}  # uri → id → text of the last items returned there
         self.served = 0
+        self.session_id = uuid.uuid4().hex[:16]  # this run of the server: one of the user's sessions
+        self.user = UserState()
+        self.policy = Policy(user=self.user)
 
     # -- set-up ---------------------------------------------------------------------------------------
     def configure(self, raw_options: Any) -> None:
@@ -137,7 +185,21 @@ class HindsightServer(LanguageServer):
         except (StoreError, OSError) as exc:
             self.tell(f"hindsight: not recording outcomes: {exc}", types.MessageType.Error, key="store")
             self.store = _NoStore()
-        self.tracker = OutcomeTracker(self.store)
+        self.tracker = OutcomeTracker(_Outcomes(self.store, self.user))
+        self.load_gate()
+
+    def load_gate(self) -> None:
+        """The promoted acceptance gate (`hindsight train-gate`), if there is one and it loads."""
+        from collector.paths import data_dir
+        from gating.gate import load_gate
+
+        g = self.options.gate
+        thresholds = Thresholds(g.stage1_threshold, g.threshold, g.exploration, g.shadow)
+        gate, problem = (None, None) if not g.enabled else load_gate(data_dir() / "gates")
+        if problem:
+            self.tell(f"hindsight: {problem}; showing every suggestion", types.MessageType.Warning, key=f"gate:{problem}")
+        self.policy = Policy(gate, thresholds, user=self.user)
+        log.info("gate: %s", self.policy.version or "none (every suggestion is shown)")
 
     def load_engine(self) -> Engine | None:
         """On the model worker. Loads once; a failure is reported once and then served as empty."""
@@ -242,7 +304,9 @@ class HindsightServer(LanguageServer):
         self.client_register_capability(types.RegistrationParams(registrations=[registration]))
 
     def reload_engine(self) -> None:
-        """On the model worker: drop the model and load it again (a new model file, or after a failure)."""
+        """On the model worker: drop the model and load it again (a new model file, or after a failure),
+        and the promoted gate with it."""
+        self.load_gate()
         self.engine = self.engine_error = None
         self._told.discard("engine")
         gc.collect()  # free the old model's memory before the new one is mapped
@@ -296,7 +360,10 @@ class HindsightServer(LanguageServer):
         # Asked for explicitly (a key, not typing): alternatives to cycle through, at their extra cost.
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         n_alternatives = self.options.completion.alternatives if invoked else 0
-        future = self.worker.submit(self._complete_on_worker, req, received, n_alternatives)
+        cursor = Cursor(lines, server_pos.line, server_pos.character, language)
+        gate = _GateRun(self.policy, cursor, invoked)
+        req.admit = gate.before
+        future = self.worker.submit(self._complete_on_worker, req, received, n_alternatives, gate)
         try:
             completion, alternatives, error = await asyncio.wrap_future(future)
         except asyncio.CancelledError:  # $/cancelRequest
@@ -309,14 +376,19 @@ class HindsightServer(LanguageServer):
         if completion is None:
             return None
         if completion.cancelled:
-            self._record(req, completion, "cancelled", received)
+            self._record(req, completion, "cancelled", received, gate=gate.decision)
             return None
-        decision = "show" if completion.text else "empty"
+        if completion.withheld:
+            decision = "withheld_stage1"
+        elif gate.decision is not None and not gate.decision.proceed:
+            decision = "withheld_stage2"
+        else:
+            decision = "show" if completion.text else "empty"
         self.tracker.new_request(uri, completion.parent_id)
         self.choices.pop(uri, None)
-        self._record(req, completion, decision, received)
+        self._record(req, completion, decision, received, gate=gate.decision)
         self.served += 1
-        if not completion.text:
+        if decision != "show":
             return types.InlineCompletionList(items=[])
         self.tracker.shown(uri, request_id, (server_pos.line, server_pos.character), completion.text)
         choices = {request_id: completion.text}
@@ -336,8 +408,9 @@ class HindsightServer(LanguageServer):
             ]
         )
 
-    def _complete_on_worker(self, req: CompletionRequest, received: float, n_alternatives: int = 0):
-        """(the completion, its alternatives, an error message)."""
+    def _complete_on_worker(self, req: CompletionRequest, received: float, n_alternatives: int = 0, gate: "_GateRun | None" = None):
+        """(the completion, its alternatives, an error message). The gate's stage 1 runs inside the
+        engine (once the context is known), stage 2 here."""
         queued = (time.perf_counter() - received) * 1000
         if req.cancelled():
             return Completion("", "single", "model", None, LogprobSummary(), {"queue_ms": queued}, cancelled=True), [], None
@@ -346,6 +419,9 @@ class HindsightServer(LanguageServer):
             return None, [], None
         try:
             completion = engine.complete(req)
+            if gate is not None and completion.source == "model" and completion.text and not completion.cancelled:
+                if not gate.after(completion):
+                    engine.cache.drop(req.uri)  # typing on must not bring the withheld suggestion back
             alternatives = engine.alternatives(req, completion, n_alternatives) if n_alternatives and completion.text else []
         except BackendError as exc:
             self.tell(f"hindsight: {exc}", types.MessageType.Error, key=f"backend:{exc}")
@@ -357,11 +433,15 @@ class HindsightServer(LanguageServer):
         return completion, alternatives, None
 
     def _record(
-        self, req: CompletionRequest, c: Completion | None, decision: str, received: float, error=None, alternative_of=None
+        self, req: CompletionRequest, c: Completion | None, decision: str, received: float, error=None, alternative_of=None,
+        gate: Decision | None = None,
     ):
         latency = (time.perf_counter() - received) * 1000
+        if gate is not None and c is not None:
+            c.timings_ms.update(gate.timings_ms)
         row: dict[str, Any] = {
             "id": req.request_id,
+            "session_id": self.session_id,
             "alternative_of": alternative_of,
             "uri": req.uri,
             "language": req.language,
@@ -400,6 +480,8 @@ class HindsightServer(LanguageServer):
                         for s in c.prompt.context
                     ],
                 )
+        if gate is not None:
+            row.update(gate.record(), gate_version=self.policy.version)
         try:
             self.store.insert_request(row)
         except Exception:
@@ -421,6 +503,9 @@ class HindsightServer(LanguageServer):
         return doc.source.split("\n") if doc is not None else None
 
     def document_changed(self, uri: str, start, end, text: str) -> None:
+        typed = len(text) <= 2 and start[0] == end[0] and end[1] - start[1] <= 1  # a key, not a paste
+        if typed and (text or end != start):
+            self.user.keystroke()
         if self.live is not None:
             self.live.edited(uri)
         if self.tracker.tracks(uri):  # most keystrokes: nothing to follow, no need to split the document
