@@ -45,6 +45,12 @@ class CompletionRequest:
     cancelled: Callable[[], bool] = lambda: False
     # Asked once the context is known, before generation: False → no model call (the gate's stage 1).
     admit: Callable[[list[Snippet]], bool] | None = None
+    lines: list[str] | None = None  # `text` split at newlines, when the caller has it (split once per request)
+
+    def doc_lines(self) -> list[str]:
+        if self.lines is None:
+            self.lines = self.text.split("\n")
+        return self.lines
 
 
 @dataclass
@@ -86,9 +92,9 @@ def heal_text(cursor_line_prefix: str, limit: int = 40) -> str:
     return match.group() if match else ""
 
 
-def split_at_cursor(text: str, line: int, character: int) -> tuple[str, str, str]:
+def split_at_cursor(text: str, line: int, character: int, lines: list[str] | None = None) -> tuple[str, str, str]:
     """(document text before the cursor, rest of the cursor line, document text after the cursor)."""
-    lines = text.split("\n")
+    lines = text.split("\n") if lines is None else lines
     line = min(max(line, 0), len(lines) - 1)
     character = min(max(character, 0), len(lines[line]))
     offset = sum(len(l) + 1 for l in lines[:line]) + character
@@ -112,7 +118,8 @@ class Engine:
 
     def complete(self, req: CompletionRequest) -> Completion:
         t0 = time.perf_counter()
-        before, line_rest, after = split_at_cursor(req.text, req.line, req.character)
+        split = split_at_cursor(req.text, req.line, req.character, req.doc_lines())
+        before, line_rest, _ = split
         if self.config.typed_ahead:
             hit = self.cache.get(req.uri, before, line_rest)
             if hit is not None:
@@ -129,7 +136,7 @@ class Engine:
                     parent_id=parent_id,
                 )
         self.cache.drop(req.uri)
-        completion = self._generate(req, t0)
+        completion = self._generate(req, t0, split=split)
         if completion.text and not completion.cancelled:
             self.cache.put(req.uri, CacheEntry(before, line_rest, completion.text, req.request_id, completion.mode))
         return completion
@@ -154,12 +161,12 @@ class Engine:
         """The request's own context, else the retriever's."""
         if req.context or self.retriever is None:
             return req.context
-        lines = req.text.split("\n")
+        lines = req.doc_lines()
         line = min(max(req.line, 0), len(lines) - 1)
         return self.retriever(req, self.prompts.window_start(lines, line, lines[line][: req.character]))
 
-    def _generate(self, req: CompletionRequest, t0: float, first_rank: int = 0) -> Completion:
-        before, line_rest, after = split_at_cursor(req.text, req.line, req.character)
+    def _generate(self, req: CompletionRequest, t0: float, first_rank: int = 0, split=None) -> Completion:
+        before, line_rest, after = split or split_at_cursor(req.text, req.line, req.character, req.doc_lines())
         mode = completion_mode(req.text, req.line, req.character, req.language)
         t1 = time.perf_counter()
         context = self.context_for(req)
@@ -169,7 +176,8 @@ class Engine:
             timings["total_ms"] = (time.perf_counter() - t0) * 1000
             return Completion("", mode, "model", None, LogprobSummary(), timings, withheld=True)
         prompt = self.prompts.build(
-            req.text, req.line, req.character, path=req.path, language=req.language, context=context
+            req.text, req.line, req.character, path=req.path, language=req.language, context=context,
+            lines=req.doc_lines(),
         )
         t2 = time.perf_counter()
         cursor_line_prefix = before[before.rfind("\n") + 1 :]

@@ -106,8 +106,9 @@ class PromptBuilder:
         path: str = "",
         language: str | None = None,
         context: list[Snippet] | None = None,
+        lines: list[str] | None = None,
     ) -> Prompt:
-        lines = text.split("\n")
+        lines = text.split("\n") if lines is None else lines
         line = min(max(line, 0), len(lines) - 1)
         current = lines[line]
         character = min(max(character, 0), len(current))

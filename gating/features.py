@@ -174,7 +174,7 @@ def _inside(cursor: Cursor) -> tuple[bool, bool]:
         kind = node.type
         if "comment" in kind:
             return True, False
-        if "string" in kind or kind in ("template_literal", "char_literal"):
+        if kind.endswith(("string", "string_literal")) or kind in ("char_literal", "character_literal"):
             # Inside it, not just after its closing quote (an unclosed one has an error).
             return False, node.start_point < point and (point < node.end_point or node.has_error)
         node = node.parent

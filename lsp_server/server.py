@@ -356,6 +356,7 @@ class HindsightServer(LanguageServer):
             path=self._display_path(uri),
             request_id=request_id,
             cancelled=cancel.is_set,
+            lines=lines,
         )
         # Asked for explicitly (a key, not typing): alternatives to cycle through, at their extra cost.
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked

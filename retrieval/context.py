@@ -68,10 +68,12 @@ def module_files(index: WorkspaceIndex, info: FileInfo, imp: Import) -> list[str
     elif info.language in ("c", "cpp"):
         name = module.strip('"<>')
         candidates = [posixpath.normpath(posixpath.join(here, name))]
-        candidates += [rel for rel in index.files if rel == name or rel.endswith("/" + name)]
+        same_name = sorted(index.by_basename.get(posixpath.basename(name), ()))
+        candidates += [rel for rel in same_name if rel == name or rel.endswith("/" + name)]
     elif info.language == "go":  # a package is a directory: match its last path element
         package = module.strip('"').rsplit("/", 1)[-1]
-        candidates = [rel for rel in index.files if rel.endswith(".go") and posixpath.basename(posixpath.dirname(rel)) == package]
+        dirs = sorted(d for d in index.by_dir if posixpath.basename(d) == package)
+        candidates = [rel for d in dirs for rel in sorted(index.by_dir[d]) if rel.endswith(".go")]
     elif info.language == "rust":
         parts = [p for p in module.split("::") if p]
         if parts and parts[0] in ("crate", "self", "super"):
@@ -83,8 +85,8 @@ def module_files(index: WorkspaceIndex, info: FileInfo, imp: Import) -> list[str
                     head = posixpath.join(base, *rest)
                     candidates += [head + ".rs", posixpath.join(head, "mod.rs")]
     elif info.language == "java":
-        path = module.replace(".", "/")
-        candidates = [rel for rel in index.files if rel.endswith(path + ".java")]
+        path = module.replace(".", "/") + ".java"
+        candidates = [rel for rel in sorted(index.by_basename.get(posixpath.basename(path), ())) if rel.endswith(path)]
     return [c for c in dict.fromkeys(candidates) if c in index.files and c != info.path]
 
 
@@ -103,7 +105,7 @@ def scope_files(index: WorkspaceIndex, info: FileInfo, line: int, resolved: Reso
         files += imported
     if info.language in ("go", "java"):
         here = posixpath.dirname(info.path)
-        files += [rel for rel in index.files if posixpath.dirname(rel) == here and rel != info.path]
+        files += [rel for rel in sorted(index.by_dir.get(here, ())) if rel != info.path]
     cls = enclosing_class(info, line)
     if cls is not None:
         for base in cls.bases:

@@ -138,3 +138,35 @@ def test_incremental_updates_give_what_a_fresh_parse_gives(work):
         chunks = [index.chunk_at("shapes/geometry.py", c.start_line) for c in index.files["shapes/geometry.py"].chunks]
         assert chunks == list(index.files["shapes/geometry.py"].chunks)
     assert len(index.bm25) == len(index.chunks) == sum(len(info.chunks) for info in index.files.values())
+
+
+def test_go_java_and_c_imports_resolve_through_the_path_maps(tmp_path):
+    from retrieval.context import module_files, resolve_imports, scope_files
+
+    files = {
+        "cmd/main.go": 'package main\n\nimport "example.com/app/geo"\n\nfunc main() { geo.Area(2) }\n',
+        "geo/area.go": "package geo\n\n// Area of a square.\nfunc Area(s int) int { return s * s }\n",
+        "geo/perimeter.go": "package geo\n\nfunc Perimeter(s int) int { return 4 * s }\n",
+        "src/main/java/com/acme/App.java": "package com.acme;\n\nimport com.acme.util.Strings;\n\nclass App { }\n",
+        "src/main/java/com/acme/util/Strings.java": "package com.acme.util;\n\npublic class Strings { }\n",
+        "src/main/java/com/acme/Other.java": "package com.acme;\n\nclass Other { }\n",
+        "lib/shapes.h": "int area(int s);\n",
+        "app/main.c": '#include "shapes.h"\n\nint main(void) { return area(2); }\n',
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    index = WorkspaceIndex(tmp_path)
+    index.build()
+
+    def resolved(rel):
+        info = index.files[rel]
+        return {f for imp in info.imports for f in module_files(index, info, imp)}
+
+    assert resolved("cmd/main.go") == {"geo/area.go", "geo/perimeter.go"}
+    assert resolved("src/main/java/com/acme/App.java") == {"src/main/java/com/acme/util/Strings.java"}
+    assert resolved("app/main.c") == {"lib/shapes.h"}
+    app = index.files["src/main/java/com/acme/App.java"]
+    assert "src/main/java/com/acme/Other.java" in scope_files(index, app, 4, resolve_imports(index, app))
+    index.update("geo/perimeter.go", None)  # the maps follow the index
+    assert resolved("cmd/main.go") == {"geo/area.go"}
