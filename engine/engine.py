@@ -81,6 +81,11 @@ class Completion:
     prompt_tokens: int = 0
     reused_tokens: int = 0
     withheld: bool = False  # `admit` said no: nothing was generated
+    # Why generation ended: 'rule' (a stop rule: the line or block is done), 'unsure' (the next token was
+    # below minTokenProb), 'eos' or 'length'; that token's log-prob; the first kept token's.
+    stop: str = ""
+    next_logprob: float | None = None
+    first_logprob: float | None = None
 
 
 _HEAL = re.compile(r"[ \t]*[A-Za-z0-9_]*$")
@@ -203,6 +208,7 @@ class Engine:
             cancelled=req.cancelled,
             **extra,
         )
+        stop, next_logprob = "eos", None  # why generation ended, and the log-prob of the token it ended at
         try:
             for token in stream:
                 spans.append((len(raw) - len(heal), len(raw) + len(token.text) - len(heal), token.logprob))
@@ -212,13 +218,18 @@ class Engine:
                     # The model is unsure how to go on: show what it was sure of, not a guess.
                     spans.pop()
                     kept = rule.finish(raw[len(heal) :])
+                    stop, next_logprob = "unsure", token.logprob
                     break
                 raw += token.text
                 if len(raw) <= len(heal):
                     continue
                 kept = rule.feed(raw[len(heal) :])
                 if kept is not None:
+                    stop, next_logprob = "rule", token.logprob
                     break
+            else:
+                if len(spans) >= max_tokens:
+                    stop = "length"
         finally:
             stream.close()
         t3 = time.perf_counter()
@@ -249,5 +260,8 @@ class Engine:
             cancelled=cancelled,
             prompt_tokens=stats.prompt_tokens,
             reused_tokens=stats.reused_tokens,
+            stop=stop,
+            next_logprob=next_logprob,
+            first_logprob=logprobs[0] if logprobs else None,
         )
 

@@ -70,6 +70,11 @@ STAGE2: list[str] = STAGE1 + [
     "parses",
     "suffix_overlap",
     "blank",
+    "lp_first",
+    "lp_next",
+    "stop_rule",
+    "stop_unsure",
+    "stop_length",
 ]
 
 RECENT_OUTCOMES = 20  # the acceptance rate is over the user's last this many outcomes
@@ -257,8 +262,12 @@ def stage2(
     n_tokens: int,
     logprob_mean: float | None,
     logprob_min: float | None,
+    logprob_first: float | None = None,
+    logprob_next: float | None = None,
+    stop: str = "",
 ) -> dict[str, float]:
-    """Stage 2's features: stage 1's (`first`) and the completion's."""
+    """Stage 2's features: stage 1's (`first`) and the completion's. `stop`: why generation ended
+    (engine.Completion.stop), `logprob_next` the log-prob of the token it ended at."""
     near = cursor.lines[max(0, cursor.line - REPEAT_LINES) : cursor.line + REPEAT_LINES]
     document = {s for l in near if (s := l.strip())}
     lines = [l.strip() for l in completion.split("\n") if l.strip()]
@@ -277,6 +286,11 @@ def stage2(
         parses=float(_parses(cursor, completion)),
         suffix_overlap=_suffix_overlap(completion, suffix),
         blank=float(not completion.strip()),
+        lp_first=logprob_first if logprob_first is not None else math.nan,
+        lp_next=logprob_next if logprob_next is not None else math.nan,
+        stop_rule=float(stop == "rule"),
+        stop_unsure=float(stop == "unsure"),
+        stop_length=float(stop == "length"),
     )
     return features
 

@@ -84,14 +84,11 @@ class Policy:
                 decision.proceed = self._pass(decision, decision.p1, 1)
         return decision
 
-    def after(self, decision: Decision, cursor: F.Cursor, completion: str, *, mode: str, n_tokens: int,
-              logprob_mean: float | None, logprob_min: float | None, invoked: bool = False) -> Decision:
-        """Stage 2, on a generated completion: `decision.proceed` says whether to show it."""
+    def after(self, decision: Decision, cursor: F.Cursor, completion: str, *, invoked: bool = False, **facts) -> Decision:
+        """Stage 2, on a generated completion (`facts`: stage2's keyword arguments): `decision.proceed`
+        says whether to show it."""
         decision.stage = 2
-        decision.features = F.stage2(
-            decision.features, cursor, completion, mode=mode, n_tokens=n_tokens,
-            logprob_mean=logprob_mean, logprob_min=logprob_min,
-        )
+        decision.features = F.stage2(decision.features, cursor, completion, **facts)
         if self.gate is not None:
             decision.p2 = self.gate.p2(F.vector(decision.features, self.gate.names2))
             if not invoked and not self.thresholds.shadow:

@@ -139,8 +139,9 @@ class _GateRun:
         t0 = time.perf_counter()
         lp = completion.logprobs
         self.policy.after(
-            self.decision, self.cursor, completion.text, mode=completion.mode, n_tokens=lp.n_tokens,
-            logprob_mean=lp.mean, logprob_min=lp.min, invoked=self.invoked,
+            self.decision, self.cursor, completion.text, invoked=self.invoked, mode=completion.mode,
+            n_tokens=lp.n_tokens, logprob_mean=lp.mean, logprob_min=lp.min, logprob_first=completion.first_logprob,
+            logprob_next=completion.next_logprob, stop=completion.stop,
         )
         self.decision.timings_ms["gate2_ms"] = (time.perf_counter() - t0) * 1000
         return self.decision.proceed
