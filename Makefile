@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# The first acceptance gate (the first time only: it skips when one is promoted), then the demo.
 demo: install
+	$(VENV)/bin/hindsight cold-start
 	$(VENV)/bin/hindsight demo
 
 $(NODE_STAMP): $(VSCODE)/package-lock.json
