@@ -295,7 +295,15 @@ def stage2(
     return features
 
 
+DECIMALS = 3
+
+
 def vector(features: dict[str, float], names: Sequence[str]) -> np.ndarray:
-    """The features in `names`' order as one float32 row (missing or None → NaN, which LightGBM handles)."""
+    """The features in `names`' order as one float32 row (missing or None → NaN, which LightGBM handles).
+
+    Rounded to DECIMALS places, for training and serving alike: LightGBM splits at the midpoint of two
+    values in double precision and ONNX compares in float32, so where two values seen in training are
+    neighbouring float32 numbers the two runtimes send a row down different branches (measured: a
+    cold-start export failed its parity check). Values at least 0.001 apart keep every split clear."""
     row = [features.get(n) for n in names]
-    return np.array([[math.nan if v is None else v for v in row]], dtype=np.float32)
+    return np.round(np.array([[math.nan if v is None else v for v in row]], dtype=np.float64), DECIMALS).astype(np.float32)
