@@ -87,7 +87,8 @@ def evaluate(dbs: list[Path], gate, plot: Path | None = None) -> dict:
     t1, t2 = gate.thresholds
     model_ms, decision_ms = [], []
     p1_all = []
-    labelled = []  # (p1, p2, y)
+    calls = []  # (p1, useful): every model call with a known end (shown and decided, or empty)
+    labelled = []  # (p1, p2, y): the shown suggestions
     for row in rows:
         features = json.loads(row["features_json"])
         x1 = vector(features, gate.names1)
@@ -98,7 +99,10 @@ def evaluate(dbs: list[Path], gate, plot: Path | None = None) -> dict:
         timings = json.loads(row["timings_json"] or "{}")
         if "gate1_ms" in timings:
             decision_ms.append(timings["gate1_ms"] + timings.get("gate2_ms", 0.0))
+        if row["decision"] == "empty":
+            calls.append((p1, 0))
         if row["decision"] == "show" and row["outcome"] in ("accepted", "partial", "rejected") and "lp_mean" in features:
+            calls.append((p1, int(row["outcome"] != "rejected")))
             x2 = vector(features, gate.names2)
             start = time.perf_counter()
             p2 = gate.p2(x2)
@@ -115,7 +119,9 @@ def evaluate(dbs: list[Path], gate, plot: Path | None = None) -> dict:
     result = {
         "suggestions": len(labelled),
         "requests": len(rows),
-        "auc_stage1": round(float(roc_auc_score(y, p1s)), 3),
+        # Stage 1 decides whether a call is worth making: over every call (an empty one was not).
+        "auc_stage1": round(float(roc_auc_score([u for _, u in calls], [p for p, _ in calls])), 3),
+        "auc_stage1_shown": round(float(roc_auc_score(y, p1s)), 3),
         "auc_stage2": round(float(roc_auc_score(y, p2s)), 3),
         "rejects_hidden_at_5pct": round(_at(lost2, hidden2), 3),
         "rejects_hidden_at_5pct_cascade": round(_at(lost_c, hidden_c), 3),

@@ -33,11 +33,13 @@ class GateError(Exception):
 # The columns the gate needs, added by migration m004_gate (and m003 for alternative_of).
 REQUIRED_COLUMNS = ("session_id", "features_json", "propensity", "alternative_of", "outcome", "decision", "source")
 
+# Shown suggestions with a decisive outcome, and model calls that gave nothing to show ('empty'): stage 1
+# decides whether to call the model at all, so a call that comes back empty is one it should skip.
 ROWS_SQL = """
-    SELECT id, uri, session_id, outcome, features_json, propensity
+    SELECT id, uri, session_id, outcome, features_json, propensity, decision
     FROM requests
-    WHERE decision = 'show' AND source = 'model' AND alternative_of IS NULL
-      AND features_json IS NOT NULL AND outcome IN ('accepted', 'partial', 'rejected')
+    WHERE source = 'model' AND alternative_of IS NULL AND features_json IS NOT NULL
+      AND (decision = 'empty' OR (decision = 'show' AND outcome IN ('accepted', 'partial', 'rejected')))
     ORDER BY created_at, id
 """
 
@@ -49,6 +51,7 @@ class Dataset:
     X1: np.ndarray  # float32 (n, len(STAGE1)); NaN where a feature is missing
     X2: np.ndarray  # float32 (n, len(STAGE2))
     y: np.ndarray  # int8: 1 = accepted or partially accepted
+    shown: np.ndarray  # bool: a suggestion was shown (False: the model call came back empty; stage 1 only)
     w: np.ndarray  # float64: 1 / propensity
     groups: np.ndarray  # int64: one value per (database, session_id, uri)
     ids: list[str]
@@ -66,6 +69,7 @@ class Dataset:
             X1=self.X1[idx],
             X2=self.X2[idx],
             y=self.y[idx],
+            shown=self.shown[idx],
             w=self.w[idx],
             groups=self.groups[idx],
             ids=[self.ids[i] for i in idx],
@@ -111,7 +115,7 @@ def _features(text: str) -> dict[str, float] | None:
 
 def load(db_paths: list[Path]) -> Dataset:
     """Every usable row of every database in `db_paths`, merged (groups never span databases)."""
-    rows1, rows2, labels, weights, groups, ids = [], [], [], [], [], []
+    rows1, rows2, labels, shown, weights, groups, ids = [], [], [], [], [], [], []
     group_of: dict[tuple[str, str | None, str | None], int] = {}
     skipped = 0
     for path in map(Path, db_paths):
@@ -123,7 +127,7 @@ def load(db_paths: list[Path]) -> Dataset:
             raise GateError(f"{path} is not a readable hindsight database ({e})") from None
         finally:
             conn.close()
-        for id_, uri, session_id, outcome, features_json, propensity in result:
+        for id_, uri, session_id, outcome, features_json, propensity, decision in result:
             features = _features(features_json)
             p = 1.0 if propensity is None else float(propensity)
             if features is None or not 0.0 < p <= 1.0:
@@ -132,6 +136,7 @@ def load(db_paths: list[Path]) -> Dataset:
             rows1.append(vector(features, STAGE1)[0])
             rows2.append(vector(features, STAGE2)[0])
             labels.append(outcome in ("accepted", "partial"))
+            shown.append(decision == "show")
             weights.append(1.0 / p)
             groups.append(group_of.setdefault((str(path.resolve()), session_id, uri), len(group_of)))
             ids.append(id_)
@@ -140,6 +145,7 @@ def load(db_paths: list[Path]) -> Dataset:
         X1=np.array(rows1, dtype=np.float32).reshape(n, len(STAGE1)),
         X2=np.array(rows2, dtype=np.float32).reshape(n, len(STAGE2)),
         y=np.array(labels, dtype=np.int8),
+        shown=np.array(shown, dtype=bool),
         w=np.array(weights, dtype=np.float64),
         groups=np.array(groups, dtype=np.int64),
         ids=ids,

@@ -176,11 +176,13 @@ def choose_thresholds(p1: np.ndarray, p2: np.ndarray, y: np.ndarray, w: np.ndarr
     return float(GRID[i]), float(GRID[j])
 
 
-def gate_effect(p1, p2, y, w, t1: float, t2: float, u: Utility) -> dict:
-    """What the gate does to a set of shown suggestions: weighted shares hidden and skipped, utilities."""
+def gate_effect(p1, p2, y, w, t1: float, t2: float, u: Utility, shown=None) -> dict:
+    """What the gate does to a set of model calls: weighted shares of the shown suggestions hidden and of
+    the calls skipped, utilities. `shown`: which calls gave a suggestion (None: all)."""
+    shown = np.ones_like(y, dtype=bool) if shown is None else shown
     called = p1 >= t1
     hidden = ~(called & (p2 >= t2))
-    rejected, accepted = y == 0, y == 1
+    rejected, accepted = (y == 0) & shown, y == 1
 
     def share(mask, of):
         total = np.sum(w[of])
@@ -244,7 +246,7 @@ def current_on(gates_dir: Path, data: Dataset) -> dict:
         "version": version,
         "seed": gate.manifest.get("seed"),
         "auc_stage1": auc(data.y, p1, data.w),
-        "auc_stage2": auc(data.y, p2, data.w),
+        "auc_stage2": auc(data.y[data.shown], p2[data.shown], data.w[data.shown]),
     }
 
 
@@ -266,6 +268,7 @@ def promotion(new_auc2: float | None, current: dict, force: bool) -> tuple[bool,
 
 def _check_enough(data: Dataset) -> None:
     n_groups = len(np.unique(data.groups))
+    data = data.subset(data.shown)  # the suggestions with an outcome
     if len(data) < MIN_ROWS:
         raise GateError(f"too little data to train the gate: {len(data)} suggestions with an outcome (need {MIN_ROWS})")
     if len(np.unique(data.y)) < 2:
@@ -351,28 +354,34 @@ def train_result(
     u = Utility(value_accept, cost_reject, cost_call)
     hold = held_out_mask(data)
     fit_set, test_set = data.subset(~hold), data.subset(hold)
-    if len(np.unique(fit_set.y)) < 2:
+    if len(np.unique(fit_set.y[fit_set.shown])) < 2:
         raise GateError("too little data to train the gate: the rows left after holding out 20% have one class")
 
-    stages = {"stage1": (fit_set.X1, test_set.X1, STAGE1), "stage2": (fit_set.X2, test_set.X2, STAGE2)}
+    # Stage 1 learns from every model call (one that came back empty was not worth making); stage 2
+    # from the suggestions that were shown.
+    shown_fit, shown_test = fit_set.subset(fit_set.shown), test_set.subset(test_set.shown)
+    stages = {"stage1": (fit_set, fit_set.X1, test_set.X1, STAGE1), "stage2": (shown_fit, shown_fit.X2, test_set.X2, STAGE2)}
     oof, cal, models, onnx_files, raw_test = {}, {}, {}, {}, {}
-    for stage, (X, X_test, names) in stages.items():
-        oof[stage], folds = out_of_fold(X, fit_set, seed)
-        cal[stage] = calibrate(oof[stage], fit_set.y, fit_set.w)
-        models[stage] = _fit(X, fit_set.y, fit_set.w, seed)
+    for stage, (rows, X, X_test, names) in stages.items():
+        oof[stage], folds = out_of_fold(X, rows, seed)
+        cal[stage] = calibrate(oof[stage], rows.y, rows.w)
+        models[stage] = _fit(X, rows.y, rows.w, seed)
         onnx_files[stage] = to_onnx(models[stage], len(names), X, stage)
         raw_test[stage] = models[stage].predict_proba(X_test)[:, 1] if len(X_test) else np.zeros(0)
 
     def calibrated(stage: str, p: np.ndarray) -> np.ndarray:
         return np.interp(p, *cal[stage])
 
-    c1, c2 = calibrated("stage1", oof["stage1"]), calibrated("stage2", oof["stage2"])
+    c1 = calibrated("stage1", oof["stage1"])
+    c2 = np.full(len(fit_set), -1.0)  # an empty call shows nothing, whatever the threshold
+    c2[fit_set.shown] = calibrated("stage2", oof["stage2"])
     t1, t2 = choose_thresholds(c1, c2, fit_set.y, fit_set.w, u)
-    h1, h2 = calibrated("stage1", raw_test["stage1"]), calibrated("stage2", raw_test["stage2"])
+    h1 = calibrated("stage1", raw_test["stage1"])
+    h2 = np.where(test_set.shown, calibrated("stage2", raw_test["stage2"]), -1.0)
     held = {
         "auc_stage1": auc(test_set.y, raw_test["stage1"], test_set.w),
-        "auc_stage2": auc(test_set.y, raw_test["stage2"], test_set.w),
-        **gate_effect(h1, h2, test_set.y, test_set.w, t1, t2, u),
+        "auc_stage2": auc(shown_test.y, raw_test["stage2"][test_set.shown], shown_test.w),
+        **gate_effect(h1, h2, test_set.y, test_set.w, t1, t2, u, test_set.shown),
     }
     current = current_on(gates_dir, test_set)
     promoted, reason = promotion(held["auc_stage2"], current, force)
@@ -386,7 +395,8 @@ def train_result(
         "groups": int(len(np.unique(data.groups))),
         "groups_held_out": int(len(np.unique(test_set.groups))),
         "rows_skipped": data.skipped,
-        "accept_rate": float(np.average(data.y, weights=data.w)),
+        "rows_empty": int(np.sum(~data.shown)),
+        "accept_rate": float(np.average(data.y[data.shown], weights=data.w[data.shown])) if data.shown.any() else 0.0,
     }
     metrics = {
         "version": version,
@@ -395,7 +405,7 @@ def train_result(
         **counts,
         "folds": folds,
         "cv_auc_stage1": auc(fit_set.y, oof["stage1"], fit_set.w),
-        "cv_auc_stage2": auc(fit_set.y, oof["stage2"], fit_set.w),
+        "cv_auc_stage2": auc(shown_fit.y, oof["stage2"], shown_fit.w),
         "t1": t1,
         "t2": t2,
         "cv_utility_with_gate": utility(c1, c2, fit_set.y, fit_set.w, t1, t2, u),

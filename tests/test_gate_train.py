@@ -105,11 +105,13 @@ def trained(db, tmp_path_factory):
     return data, train_result(data, gates_dir=gates), gates
 
 
-def test_load_takes_shown_model_suggestions_with_an_outcome(db):
+def test_load_takes_shown_model_suggestions_with_an_outcome_and_empty_calls(db):
     path, wanted = db
     data = load([path])
-    assert data.ids == wanted
-    assert data.X1.shape == (len(wanted), len(STAGE1)) and data.X2.shape == (len(wanted), len(STAGE2))
+    assert [i for i, shown in zip(data.ids, data.shown) if shown] == wanted
+    # One empty model call per group: stage 1 learns that it was not worth making.
+    assert (~data.shown).sum() == 40 and not data.y[~data.shown].any()
+    assert data.X1.shape == (len(data), len(STAGE1)) and data.X2.shape == (len(data), len(STAGE2))
     assert data.X1.dtype == np.float32
     # null in features_json is NaN; prev_none rows have no time since the last outcome.
     col = STAGE1.index("log_since_outcome")
@@ -126,7 +128,7 @@ def test_load_merges_databases_keeping_groups_apart(db, tmp_path):
     other = tmp_path / "other.db"
     more = make_db(other, n_sessions=2, n_files=2, per_group=5, seed=7)
     data = load([db[0], other])
-    assert data.ids == db[1] + more
+    assert [i for i, shown in zip(data.ids, data.shown) if shown] == db[1] + more
     # The same session/uri names in the second database are groups of their own.
     assert len(np.unique(data.groups)) == 40 + 4
 
