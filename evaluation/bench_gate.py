@@ -87,8 +87,10 @@ def evaluate(dbs: list[Path], gate, plot: Path | None = None) -> dict:
     t1, t2 = gate.thresholds
     model_ms, decision_ms = [], []
     p1_all = []
-    calls = []  # (p1, useful): every model call with a known end (shown and decided, or empty)
-    labelled = []  # (p1, p2, y): the shown suggestions
+    # The curves and AUCs rank by the raw scores (the isotonic calibration is a step function, which
+    # would coarsen the curve); the gate's decisions compare the calibrated ones with its thresholds.
+    calls = []  # (raw p1, useful): every model call with a known end (shown and decided, or empty)
+    labelled = []  # (p1, p2, raw p1, raw p2, y): the shown suggestions
     for row in rows:
         features = json.loads(row["features_json"])
         x1 = vector(features, gate.names1)
@@ -99,30 +101,32 @@ def evaluate(dbs: list[Path], gate, plot: Path | None = None) -> dict:
         timings = json.loads(row["timings_json"] or "{}")
         if "gate1_ms" in timings:
             decision_ms.append(timings["gate1_ms"] + timings.get("gate2_ms", 0.0))
+        r1 = float(gate.stage1.raw(x1)[0])
         if row["decision"] == "empty":
-            calls.append((p1, 0))
+            calls.append((r1, 0))
         if row["decision"] == "show" and row["outcome"] in ("accepted", "partial", "rejected") and "lp_mean" in features:
-            calls.append((p1, int(row["outcome"] != "rejected")))
+            useful = int(row["outcome"] != "rejected")
+            calls.append((r1, useful))
             x2 = vector(features, gate.names2)
             start = time.perf_counter()
             p2 = gate.p2(x2)
             model_ms.append((time.perf_counter() - start) * 1000)
-            labelled.append((p1, p2, int(row["outcome"] != "rejected")))
-    if len(labelled) < 10 or len({y for _, _, y in labelled}) < 2:
+            labelled.append((p1, p2, r1, float(gate.stage2.raw(x2)[0]), useful))
+    if len(labelled) < 10 or len({v[-1] for v in labelled}) < 2:
         raise BenchError(f"too few suggestions with outcomes to measure ({len(labelled)})")
-    p1s, p2s, y = (np.array(v) for v in zip(*labelled))
+    p1s, p2s, r1s, r2s, y = (np.array(v) for v in zip(*labelled))
     stage1_hides = p1s < t1
-    lost2, hidden2 = _tradeoff(p2s, y)
-    lost_c, hidden_c = _tradeoff(p2s, y, stage1_hides)
-    lost1, hidden1 = _tradeoff(p1s, y)
+    lost2, hidden2 = _tradeoff(r2s, y)
+    lost_c, hidden_c = _tradeoff(r2s, y, stage1_hides)
+    lost1, hidden1 = _tradeoff(r1s, y)
     gated = ~stage1_hides & (p2s >= t2)
     result = {
         "suggestions": len(labelled),
         "requests": len(rows),
         # Stage 1 decides whether a call is worth making: over every call (an empty one was not).
         "auc_stage1": round(float(roc_auc_score([u for _, u in calls], [p for p, _ in calls])), 3),
-        "auc_stage1_shown": round(float(roc_auc_score(y, p1s)), 3),
-        "auc_stage2": round(float(roc_auc_score(y, p2s)), 3),
+        "auc_stage1_shown": round(float(roc_auc_score(y, r1s)), 3),
+        "auc_stage2": round(float(roc_auc_score(y, r2s)), 3),
         "rejects_hidden_at_5pct": round(_at(lost2, hidden2), 3),
         "rejects_hidden_at_5pct_cascade": round(_at(lost_c, hidden_c), 3),
         "calls_skipped": round(float(np.mean(np.array(p1_all) < t1)), 3),
