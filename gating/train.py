@@ -373,11 +373,11 @@ def train_result(
         return np.interp(p, *cal[stage])
 
     c1 = calibrated("stage1", oof["stage1"])
-    c2 = np.full(len(fit_set), -1.0)  # an empty call shows nothing, whatever the threshold
+    c2 = np.full(len(fit_set), -np.inf)  # an empty call shows nothing, whatever the threshold
     c2[fit_set.shown] = calibrated("stage2", oof["stage2"])
     t1, t2 = choose_thresholds(c1, c2, fit_set.y, fit_set.w, u)
     h1 = calibrated("stage1", raw_test["stage1"])
-    h2 = np.where(test_set.shown, calibrated("stage2", raw_test["stage2"]), -1.0)
+    h2 = np.where(test_set.shown, calibrated("stage2", raw_test["stage2"]), -np.inf)
     held = {
         "auc_stage1": auc(test_set.y, raw_test["stage1"], test_set.w),
         "auc_stage2": auc(shown_test.y, raw_test["stage2"][test_set.shown], shown_test.w),
