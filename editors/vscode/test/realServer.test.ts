@@ -2,6 +2,7 @@
 // installed (e.g. HINDSIGHT_PYTHON=../../.venv/bin/python npm test). Skipped otherwise: it loads the model.
 import { Disposable, events, Position, setSetting, state, Uri, vscode } from './fakeVscode';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,7 +13,13 @@ const python = process.env['HINDSIGHT_PYTHON'];
 test('completion, accept, reject, statistics and reload with the real server', { skip: !python && 'HINDSIGHT_PYTHON not set', timeout: 120_000 }, async () => {
   const extension: { activate(context: unknown): Promise<void>; deactivate(): Promise<void> } = require('../../out/extension.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hindsight-real-'));
-  process.env['HINDSIGHT_DB'] = path.join(dir, 'hindsight.db'); // the server inherits it
+  // A data dir of its own (no acceptance gate the user trained: every suggestion is shown), with the
+  // embedded model file the Python already has; the server inherits the environment.
+  const model = execFileSync(python!, ['-c', 'from engine.model import resolve_model; print(resolve_model(None))'], { encoding: 'utf8' }).trim();
+  const saved = { data: process.env['HINDSIGHT_DATA_DIR'], db: process.env['HINDSIGHT_DB'] };
+  process.env['HINDSIGHT_DATA_DIR'] = dir;
+  process.env['HINDSIGHT_DB'] = path.join(dir, 'hindsight.db');
+  setSetting('hindsight.model', model);
   const file = path.join(dir, 'add.py');
   fs.writeFileSync(file, 'def add(a, b):\n    """Return the sum of a and b."""\n    \n');
   setSetting('hindsight.pythonPath', path.resolve(python!));
@@ -48,6 +55,10 @@ test('completion, accept, reject, statistics and reload with the real server', {
   } finally {
     await extension.deactivate();
     for (const d of context.subscriptions) d.dispose();
+    for (const [name, value] of [['HINDSIGHT_DATA_DIR', saved.data], ['HINDSIGHT_DB', saved.db]] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
