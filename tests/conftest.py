@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -11,8 +13,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = ROOT / "tests" / "workspace"
 
-# Every server and CLI the tests start uses this data dir unless a test says otherwise.
-DATA_DIR = Path(os.environ.setdefault("HINDSIGHT_DATA_DIR", tempfile.mkdtemp(prefix="hindsight-test-data-")))
+# Every server and CLI the tests start uses this data dir unless a test says otherwise. One made here
+# (it holds a copy of the model, ~240 MB) is removed when the test run ends.
+if "HINDSIGHT_DATA_DIR" not in os.environ:
+    os.environ["HINDSIGHT_DATA_DIR"] = tempfile.mkdtemp(prefix="hindsight-test-data-")
+    atexit.register(shutil.rmtree, os.environ["HINDSIGHT_DATA_DIR"], ignore_errors=True)
+DATA_DIR = Path(os.environ["HINDSIGHT_DATA_DIR"])
 
 
 def rows(db: Path, sql: str, params=()) -> list[dict]:
