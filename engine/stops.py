@@ -268,52 +268,17 @@ def _body_is_empty(text: str, line_end: int, header_indent: int, python: bool) -
 def _parse_reusing(data: bytes, language: str):
     """Parse `data`, reusing the language's previous tree when there is one. Call with `_lock` held."""
     previous = _last_parse.get(language)
-    old_tree = None
-    if previous is not None:
-        old_data, old_tree = previous
-        if old_data == data:
-            return old_tree
-        start, old_end, new_end = _changed_span(old_data, data)
-        old_tree.edit(
-            start_byte=start,
-            old_end_byte=old_end,
-            new_end_byte=new_end,
-            start_point=_point(data, start),
-            old_end_point=_point(old_data, old_end),
-            new_end_point=_point(data, new_end),
-        )
-    tree = syntax.parse(data, language, old_tree=old_tree)
+    if previous is None:
+        tree = syntax.parse(data, language)
+    elif previous[0] == data:
+        return previous[1]
+    else:
+        tree = syntax.reparse(previous[0], previous[1], data, language)
     if tree is None:
         _last_parse.pop(language, None)
     else:
         _last_parse[language] = (data, tree)
     return tree
-
-
-def _changed_span(old: bytes, new: bytes) -> tuple[int, int, int]:
-    """(start, old_end, new_end): the one byte span that differs between `old` and `new`."""
-    limit = min(len(old), len(new))
-    lo, hi = 0, limit  # longest common prefix, by bisection on slice equality
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if old[:mid] == new[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    prefix = lo
-    lo, hi = 0, limit - prefix  # longest common suffix not overlapping the prefix
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if old[len(old) - mid :] == new[len(new) - mid :]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return prefix, len(old) - lo, len(new) - lo
-
-
-def _point(data: bytes, offset: int) -> tuple[int, int]:
-    row = data.count(b"\n", 0, offset)
-    return row, offset - (data.rfind(b"\n", 0, offset) + 1)
 
 
 def _line_start(text: str, line: int) -> int | None:
