@@ -34,7 +34,6 @@ class Decision:
     proceed: bool = True  # stage 1: call the model; after stage 2: show the suggestion
     propensity: float = 1.0
     explored: bool = False
-    stage: int = 1
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def record(self) -> dict:
@@ -87,7 +86,6 @@ class Policy:
     def after(self, decision: Decision, cursor: F.Cursor, completion: str, *, invoked: bool = False, **facts) -> Decision:
         """Stage 2, on a generated completion (`facts`: stage2's keyword arguments): `decision.proceed`
         says whether to show it."""
-        decision.stage = 2
         decision.features = F.stage2(decision.features, cursor, completion, **facts)
         if self.gate is not None:
             decision.p2 = self.gate.p2(F.vector(decision.features, self.gate.names2))

@@ -437,26 +437,10 @@ def train_result(
     return TrainResult(metrics=metrics, models=models, directory=directory, held_out=hold)
 
 
-def train(
-    data: Dataset,
-    *,
-    value_accept: float = 1.0,
-    cost_reject: float = 0.35,
-    cost_call: float = 0.02,
-    seed: int = 0,
-    gates_dir: Path,
-    force: bool = False,
-) -> dict:
+def train(data: Dataset, **options) -> dict:
     """Train, export, write a new version and promote it if it is not worse; returns the metrics.
+    `options`: `train_result`'s keywords.
 
     GateError when there is too little data (nothing is written then) or the export fails its check.
     """
-    return train_result(
-        data,
-        value_accept=value_accept,
-        cost_reject=cost_reject,
-        cost_call=cost_call,
-        seed=seed,
-        gates_dir=gates_dir,
-        force=force,
-    ).metrics
+    return train_result(data, **options).metrics
