@@ -37,6 +37,13 @@ def _quiet_stderr():
             os.close(fd)
 
 
+def adapter_name(lora_path: Path) -> str:
+    """How an adapter shows in the backend's name: its version directory for a registry adapter
+    (`adapter-…/adapter.gguf`), else the file's name."""
+    registry = lora_path.name == "adapter.gguf" and lora_path.parent.name.startswith("adapter-")
+    return lora_path.parent.name if registry else lora_path.name
+
+
 class LlamaBackend:
     PREFILL_CHUNK = 128
     HEAL_CANDIDATES = 64  # tokens considered, best first, for the text the generation must begin with
@@ -50,14 +57,18 @@ class LlamaBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         kv_reuse: bool = True,
+        lora_path: str | Path | None = None,
     ):
+        """`lora_path`: a GGUF LoRA adapter applied on top of the model. Only pass one that
+        `refresh.gguf_adapter.check_adapter` has test-loaded: a malformed adapter can abort the process."""
         import llama_cpp
 
         path = Path(model_path)
         check_gguf(path)
         self.model_path = path
+        self.lora_path = Path(lora_path) if lora_path else None
         self.kv_reuse = kv_reuse
-        self.name = f"llama.cpp:{path.name}"
+        self.name = f"llama.cpp:{path.name}" + (f"+{adapter_name(self.lora_path)}" if self.lora_path else "")
         kwargs = dict(
             model_path=str(path),
             n_ctx=n_ctx,
@@ -69,11 +80,18 @@ class LlamaBackend:
             swa_full=True,
             verbose=False,
         )
+        if self.lora_path:
+            kwargs["lora_path"] = str(self.lora_path)  # llama-cpp-python then reads the model without mmap
         try:
             with _quiet_stderr():
                 self.llm = llama_cpp.Llama(**kwargs)
         except Exception as exc:  # llama.cpp gives ValueError / RuntimeError for bad files
-            raise BackendError(f"could not load model {path}: {str(exc).splitlines()[0]}") from exc
+            what = f"model {path}" + (f" with adapter {self.lora_path}" if self.lora_path else "")
+            raise BackendError(f"could not load {what}: {str(exc).splitlines()[0]}") from exc
+        if self.lora_path and not self.llm._lora_adapter:  # llama-cpp-python takes NULL for an adapter
+            self.llm._lora_adapter = None  # freeing the NULL adapter would crash the process
+            self.llm.close()
+            raise BackendError(f"llama.cpp could not load the adapter {self.lora_path}")
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
         self._eos = {self.llm.token_eos()}

@@ -7,6 +7,7 @@
     hindsight simulate REPO [--files N] [--json]     a simulated developer writes code back into a repository
     hindsight index [PATH] [--json]                  index a workspace (cached; the server does it on start)
     hindsight train-gate [--db PATH ...] [--json]    train the acceptance gate on the recorded outcomes
+    hindsight export-pairs [--db PATH ...] [--json]  DSAT preference pairs (prompt, chosen, rejected) for DPO
     hindsight cold-start [--json]                    the first gate, from simulated sessions on the standard library
     hindsight bench latency|infill|repo|bm25|gate  benchmarks (docs/BENCHMARKS.md)
 """
@@ -222,6 +223,92 @@ def format_gate_metrics(metrics: dict) -> str:
     return cap.get().rstrip()
 
 
+def cmd_export_pairs(args) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from collector.pairs import PairsError, format_for, llama_sampler, mine, parse_since, write
+    from collector.paths import data_dir, db_path
+
+    dbs = [Path(p).expanduser() for p in args.db] if args.db else [db_path()]
+    try:
+        since = parse_since(args.since)
+        if args.out:
+            out = Path(args.out).expanduser()
+            fmt = format_for(out, args.format)
+        else:
+            fmt = args.format or "jsonl"
+            out = data_dir() / "pairs" / f"pairs-{time.strftime('%Y%m%d-%H%M%S')}.{fmt}"
+        sampler = None
+        if not args.no_sample:
+            from engine.backend import BackendError
+            from engine.model import resolve_model
+
+            try:
+                sampler = llama_sampler(resolve_model(args.model), seed=args.seed)
+            except BackendError as exc:
+                raise PairsError(str(exc)) from None
+        console = Console(stderr=True)
+        # Progress only while the model samples (the rest takes a second), and only on a terminal.
+        with Progress(console=console, transient=True, disable=sampler is None or not console.is_terminal) as progress:
+            task = progress.add_task("mining pairs", total=None)
+            mined = mine(dbs, since=since, sampler=sampler,
+                         progress=lambda done, total: progress.update(task, completed=done, total=total))
+        if not mined.pairs:
+            summary = _pairs_summary({**mined.counts, "since": since})
+            raise PairsError(f"no preference pairs in {', '.join(map(str, dbs))}: {summary}")
+        write(mined.pairs, out, fmt)
+    except PairsError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+    result = {**mined.counts, "out": str(out), "format": fmt}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_pairs_counts(result))
+    return 0
+
+
+def _pairs_summary(counts: dict) -> str:
+    if not counts["shown"]:
+        return "no shown suggestions" + (" since then" if counts.get("since") is not None else "")
+    dsat = sum(counts["dsat"].values())
+    dropped = ", ".join(f"{k} {v}" for k, v in counts["filtered"].items() if v)
+    return f"{counts['shown']} shown suggestions, {dsat} turned down" + (f"; dropped: {dropped}" if dropped else "")
+
+
+def format_pairs_counts(result: dict) -> str:
+    """Pairs by where chosen came from and by kind of DSAT, and what each filter dropped."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def parts(d: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "-"
+
+    table = Table(title="hindsight export-pairs")
+    table.add_column("metric")
+    table.add_column("value")
+    rows = [
+        ("pairs", str(result["pairs"])),
+        ("chosen", parts(result["chosen"])),
+        ("by DSAT", parts(result["pairs_by_dsat"])),
+        ("shown suggestions", str(result["shown"])),
+        ("DSAT found", parts(result["dsat"])),
+        ("rejected, not DSAT", parts(result["not_dsat"])),
+        ("dropped", parts(result["filtered"])),
+        ("prompts redacted again", str(result["prompt_redacted"])),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console = Console(file=None, width=120)
+    with console.capture() as cap:
+        console.print(table)
+    # The path on a line of its own: a table would wrap it.
+    return f"{cap.get().rstrip()}\nwritten to {result['out']} ({result['format']})"
+
+
 def cmd_demo(args) -> int:
     from evaluation.demo import run_demo
 
@@ -345,6 +432,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="promote even if it is worse than the current gate")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train_gate)
+
+    p = sub.add_parser("export-pairs", help="DSAT preference pairs (prompt, chosen, rejected) for DPO, with provenance")
+    p.add_argument("--db", action="append", metavar="PATH", help="a database (repeatable: merged; default: the user's)")
+    p.add_argument("--out", metavar="FILE", help="where to write (default: the data dir's pairs/pairs-<time>.jsonl)")
+    p.add_argument("--format", choices=["jsonl", "parquet"], help="default: from --out's extension, else jsonl")
+    p.add_argument("--since", metavar="DATE", help="only suggestions made at or after this ISO date (UTC)")
+    p.add_argument("--no-sample", action="store_true", help="only pairs with a written chosen; never load the model")
+    p.add_argument("--model", help="the model to sample chosen texts from (default: the embedded one)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampling")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_pairs)
 
     p = sub.add_parser("demo", help="watch a simulated developer use hindsight over real LSP")
     p.add_argument("--model")

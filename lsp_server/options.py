@@ -55,6 +55,9 @@ class Options:
     context: ContextOptions = field(default_factory=ContextOptions)
     completion: CompletionOptions = field(default_factory=CompletionOptions)
     gate: GateOptions = field(default_factory=GateOptions)
+    # Apply the promoted LoRA adapter (data dir `adapters/`) to the embedded model, when there is one,
+    # it was trained on the model being served, and llama.cpp loads it.
+    adapter: bool = True
     # When accepted text is checked for persistence, seconds after the accept (stored as +30 s, +120 s).
     persistence_delays_s: list[float] = field(default_factory=lambda: [30.0, 120.0])
 

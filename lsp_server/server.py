@@ -172,6 +172,8 @@ class HindsightServer(LanguageServer):
         self.session_id = uuid.uuid4().hex[:16]  # this run of the server: one of the user's sessions
         self.user = UserState()
         self.policy = Policy(user=self.user)
+        self.adapter: str | None = None  # the LoRA adapter the model runs with (its version name)
+        self._adapter_checks: dict[tuple[str, int], str | None] = {}  # (path, mtime_ns) → check_adapter's verdict
 
     # -- set-up ---------------------------------------------------------------------------------------
     def configure(self, raw_options: Any) -> None:
@@ -213,15 +215,20 @@ class HindsightServer(LanguageServer):
 
                 backend = HttpBackend(opts.base_url, model=opts.model, api_key=opts.api_key)
             else:
-                from engine.llama_backend import LlamaBackend
+                from engine.llama_backend import LlamaBackend, adapter_name
                 from engine.model import resolve_model
 
-                backend = LlamaBackend(
-                    resolve_model(opts.model),
-                    n_ctx=opts.n_ctx,
-                    n_threads=opts.n_threads,
-                    kv_reuse=opts.completion.kv_reuse,
-                )
+                model_path = resolve_model(opts.model)
+                adapter = self.find_adapter(model_path)
+                kwargs = dict(n_ctx=opts.n_ctx, n_threads=opts.n_threads, kv_reuse=opts.completion.kv_reuse)
+                try:
+                    backend = LlamaBackend(model_path, lora_path=adapter, **kwargs)
+                except BackendError as exc:
+                    if adapter is None:
+                        raise
+                    self._adapter_problem(f"{exc}")
+                    backend = LlamaBackend(model_path, **kwargs)
+                self.adapter = adapter_name(backend.lora_path) if backend.lora_path else None
         except BackendError as exc:
             self.engine_error = str(exc)
             self.tell(f"hindsight: {exc}; completions are off", types.MessageType.Error, key="engine")
@@ -241,7 +248,43 @@ class HindsightServer(LanguageServer):
         )
         self.engine = Engine(backend, config, retriever=self._retrieve)
         log.info("model ready: %s", backend.name)
+        log.info("adapter: %s", self.adapter or "none (the base model)")
         return self.engine
+
+    def find_adapter(self, model_path: Path) -> Path | None:
+        """The promoted LoRA adapter for this model file, if the `adapter` option is on and it passes
+        `check_adapter` (a test load in a child process, once per file and mtime); else None, and the
+        user is told once why not."""
+        if not self.options.adapter:
+            return None
+        from refresh.registry import RegistryError, adapters_dir, current_adapter, current_name
+
+        directory = adapters_dir()
+        try:
+            if current_name(directory) is None:
+                return None  # nothing promoted: no need to hash the model
+            from refresh.base import gguf_sha256
+            from refresh.gguf_adapter import check_adapter
+
+            path, problem = current_adapter(directory, gguf_sha256(model_path))
+            if path is not None and problem is None:
+                key = (str(path), path.stat().st_mtime_ns)
+                if key not in self._adapter_checks:
+                    self._adapter_checks[key] = check_adapter(path, model_path)
+                verdict = self._adapter_checks[key]
+                problem = verdict and f"adapter {path.parent.name}: {verdict}"
+        except RegistryError as exc:
+            path, problem = None, f"adapter: {exc}"
+        except Exception as exc:  # an unreadable file never costs the completions
+            path, problem = None, f"adapter: {type(exc).__name__}: {exc}"
+        if problem:
+            self._adapter_problem(problem)
+            return None
+        return path
+
+    def _adapter_problem(self, problem: str) -> None:
+        problem = " ".join(problem.split())
+        self.tell(f"hindsight: {problem}; serving the base model", types.MessageType.Warning, key=f"adapter:{problem}")
 
     # -- the workspace index ----------------------------------------------------------------------------
     def start_index(self) -> None:
@@ -306,9 +349,9 @@ class HindsightServer(LanguageServer):
 
     def reload_engine(self) -> None:
         """On the model worker: drop the model and load it again (a new model file, or after a failure),
-        and the promoted gate with it."""
+        and the promoted gate and adapter with it."""
         self.load_gate()
-        self.engine = self.engine_error = None
+        self.engine = self.engine_error = self.adapter = None
         self._told.discard("engine")
         gc.collect()  # free the old model's memory before the new one is mapped
         self.load_engine()
@@ -564,6 +607,7 @@ class HindsightServer(LanguageServer):
             "model": self.engine.backend.name if self.engine else self.options.model or "embedded",
             "modelLoaded": self.engine is not None,
             "modelError": self.engine_error,
+            "adapter": self.adapter,
             "database": str(getattr(self.store, "path", "") or "") or None,
             "served": self.served,
             "index": None

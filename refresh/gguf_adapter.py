@@ -1,0 +1,201 @@
+"""A PEFT LoRA, written as the GGUF LoRA adapter llama.cpp applies on top of the quantized base model.
+
+llama.cpp reads an adapter as a GGUF with `general.type = "adapter"`, `adapter.type = "lora"`,
+`adapter.lora.alpha`, the base model's `general.architecture`, and for each adapted weight `W` of the
+base two tensors `<W's name>.lora_a` / `.lora_b`. Its checks, in ggml's dimension order (`ne`, the
+reverse of numpy's): `a.ne[0] == W.ne[0]`, `b.ne[1] == W.ne[1]`, `a.ne[1] == b.ne[0]` (the rank). A torch
+Linear's weight is [out, in], stored in GGUF as ne = [in, out]; so PEFT's lora_A ([r, in]) and lora_B
+([out, r]) are written as they are, no transposes: the writer reverses the dimensions for us. The
+scale llama.cpp applies is alpha / rank, as PEFT's.
+
+    write_adapter(get_peft_model_state_dict(model), alpha=16, out=Path("adapter.gguf"), base_gguf=base)
+    problem = check_adapter(Path("adapter.gguf"), base)   # None, or one line saying what is wrong
+
+A malformed adapter can abort the whole process inside llama.cpp (GGML_ASSERT), so the server never
+loads an adapter that `check_adapter` has not test-loaded in a child process first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# PEFT module name → llama.cpp tensor name (in block N: blk.N.<name>.weight)
+MODULES = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_output",
+    "gate_proj": "ffn_gate",
+    "up_proj": "ffn_up",
+    "down_proj": "ffn_down",
+}
+# `...layers.3.self_attn.q_proj.lora_A.weight`, or `...lora_A.default.weight` (a model's own state_dict)
+LORA_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.([A-Za-z0-9_]+)\.lora_([AB])(?:\.[A-Za-z0-9_]+)?\.weight$")
+
+
+def gguf_name(key: str) -> str:
+    """A PEFT state-dict key → the GGUF tensor name (`blk.3.attn_q.weight.lora_a`); ValueError if unknown."""
+    m = LORA_KEY.search(key)
+    if not m:
+        raise ValueError(f"not a LoRA weight of an attention or MLP projection: {key}")
+    layer, module, which = m.groups()
+    if module not in MODULES:
+        raise ValueError(f"no llama.cpp tensor for LoRA module {module!r} ({key})")
+    return f"blk.{int(layer)}.{MODULES[module]}.weight.lora_{which.lower()}"
+
+
+def _base_info(base_gguf: Path) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """The base GGUF's architecture and its tensors' shapes in ggml order (ne)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(base_gguf)
+    field = reader.get_field("general.architecture")
+    if field is None:
+        raise ValueError(f"{base_gguf} has no general.architecture")
+    arch = field.contents()
+    return arch, {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    if hasattr(tensor, "detach"):
+        tensor = tensor.detach().to("cpu").float().numpy()
+    return np.ascontiguousarray(tensor, dtype=np.float32)
+
+
+def adapter_tensors(lora_state: dict, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """GGUF name → float32 array, checked against the base's weight shapes as llama.cpp will check them.
+    Keys without `lora_` (e.g. base weights in a full state dict) are skipped."""
+    tensors: dict[str, np.ndarray] = {}
+    for key, value in lora_state.items():
+        if "lora_" not in key:
+            continue
+        tensors[gguf_name(key)] = _to_numpy(value)
+    if not tensors:
+        raise ValueError("the state dict holds no LoRA weights")
+    for name in sorted(n for n in tensors if n.endswith(".lora_a")):
+        weight = name[: -len(".lora_a")]
+        a, b = tensors[name], tensors.get(weight + ".lora_b")
+        if b is None:
+            raise ValueError(f"{weight} has lora_a but no lora_b")
+        if weight not in shapes:
+            raise ValueError(f"the base model has no tensor {weight}")
+        w_in, w_out = shapes[weight][:2]
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != w_in or b.shape[0] != w_out or a.shape[0] != b.shape[1]:
+            fit = f"the base weight [out={w_out}, in={w_in}]"
+            raise ValueError(f"{weight}: lora_a {a.shape} and lora_b {b.shape} do not fit {fit}")
+    for name in tensors:
+        if name.endswith(".lora_b") and name[: -len(".lora_b")] + ".lora_a" not in tensors:
+            raise ValueError(f"{name[: -len('.lora_b')]} has lora_b but no lora_a")
+    return tensors
+
+
+def write_adapter(lora_state: dict, *, alpha: float, out: Path, base_gguf: Path) -> Path:
+    """Write the LoRA in `lora_state` (PEFT keys, torch tensors or arrays) as a GGUF adapter for the model
+    in `base_gguf`. Written to a temporary file beside `out` and renamed: `out` is never half written."""
+    from gguf import GGUFType, GGUFWriter, Keys
+
+    out = Path(out)
+    arch, shapes = _base_info(Path(base_gguf))
+    tensors = adapter_tensors(lora_state, shapes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        writer = GGUFWriter(tmp, arch)
+        writer.add_type(GGUFType.ADAPTER)
+        writer.add_string(Keys.Adapter.TYPE, "lora")
+        writer.add_float32(Keys.Adapter.LORA_ALPHA, float(alpha))
+        for name in sorted(tensors, key=_tensor_order):
+            writer.add_tensor(name, tensors[name])
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _tensor_order(name: str) -> tuple:
+    """Block by block, in numeric order (blk.2 before blk.10), as llama.cpp's own converter writes them."""
+    parts = name.split(".")
+    return (int(parts[1]), ".".join(parts[2:])) if len(parts) > 2 and parts[1].isdigit() else (-1, name)
+
+
+# Run in a child: load base + adapter, evaluate one token, say whether the logits are finite, and leave
+# with os._exit (llama-cpp-python takes a NULL adapter for a loaded one, and freeing it can crash). A
+# GGML_ASSERT or a crash ends the child, not us; llama.cpp's log on stderr says why.
+_CHECK = r"""
+import json, os, sys
+import llama_cpp
+import numpy as np
+base, adapter = sys.argv[1], sys.argv[2]
+problem = None
+try:
+    llm = llama_cpp.Llama(model_path=base, lora_path=adapter, n_ctx=64, n_batch=8, n_threads=1, verbose=True)
+    if not llm._lora_adapter:
+        problem = "llama.cpp did not load the adapter"
+    else:
+        llm.eval([llm.token_bos()])
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        bad = int((~np.isfinite(logits)).sum())
+        problem = f"the adapter gives {bad} non-finite logits" if bad else None
+except Exception as e:
+    problem = " ".join((str(e) or type(e).__name__).split())
+sys.stderr.flush()
+print(json.dumps({"problem": problem}), flush=True)
+os._exit(0)
+"""
+TELLING = re.compile(r"GGML_ASSERT|error|failed|invalid|mismatch|missing|unexpected|wrong|not found", re.IGNORECASE)
+
+
+def _reason(stderr: str) -> str | None:
+    """llama.cpp's own words for why the adapter failed: the first telling line of its log after it
+    began loading the adapter (an assert anywhere wins)."""
+    lines = [" ".join(line.split()) for line in stderr.splitlines() if line.strip()]
+    asserts = [line for line in lines if "GGML_ASSERT" in line]
+    if asserts:
+        return asserts[0][:300]
+    start = max((i for i, line in enumerate(lines) if "loading lora adapter" in line), default=0)
+    telling = [line for line in lines[start:] if TELLING.search(line)]
+    return telling[0][:300] if telling else None
+
+
+def check_adapter(adapter: Path, base_gguf: Path, timeout: float = 120) -> str | None:
+    """None if llama.cpp loads `adapter` onto `base_gguf` and evaluates a token with it; else one line
+    saying why not. Runs in a child process, so a crash inside llama.cpp cannot take the caller down."""
+    adapter, base_gguf = Path(adapter), Path(base_gguf)
+    if not adapter.is_file():
+        return f"adapter file not found: {adapter}"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHECK, str(base_gguf), str(adapter)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return f"test-loading the adapter took longer than {timeout:g} s"
+    except OSError as e:
+        return f"could not start the adapter check: {e}"
+    reason = _reason(proc.stderr)
+    for line in reversed(proc.stdout.splitlines()):
+        try:
+            problem = json.loads(line)["problem"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if problem is None:
+            return None
+        return f"{problem}: {reason}" if reason and reason not in problem else problem
+    return f"llama.cpp failed to load the adapter (exit {proc.returncode}): {reason or 'no reason given'}"
