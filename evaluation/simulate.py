@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lsprotocol import types
 
@@ -204,9 +204,14 @@ class Plan:
     sites: list[Site]
 
 
-def plan(root: Path, files: int, sites: int, seed: int, min_lines: int = MIN_LINES) -> list[Plan]:
-    """The files (in a seeded order, the first `files` that have a site) and each one's sites."""
+def plan(
+    root: Path, files: int, sites: int, seed: int, min_lines: int = MIN_LINES, select: Callable[[str], bool] | None = None
+) -> list[Plan]:
+    """The files (in a seeded order, the first `files` that have a site) and each one's sites; `select`
+    (given a file's path relative to `root`) keeps only some files."""
     paths = candidate_files(root, min_lines)
+    if select is not None:
+        paths = [p for p in paths if select(p.relative_to(root).as_posix())]
     rng = random.Random(seed)
     rng.shuffle(paths)
     plans = []
@@ -247,6 +252,8 @@ def summarize(steps: list[Step], typed: int, accepted_chars: int) -> dict[str, A
         "partial": sum(s.action == "partial" for s in steps),
         "rejected": sum(s.action in ("typed_over", "dismissed") for s in steps),
         "acceptance_rate": round(accepted / len(shown), 3) if shown else 0.0,
+        # Mean edit similarity (0-100) of the shown suggestions to the text about to be typed.
+        "es": round(100 * sum(s.similarity or 0.0 for s in shown) / len(shown), 2) if shown else 0.0,
         "typed_chars": typed,
         "accepted_chars": accepted_chars,
     }
@@ -265,10 +272,12 @@ async def simulate(
     min_lines: int = MIN_LINES,
     dismiss_rate: float = DISMISS_RATE,
     steps: list[Step] | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Run the simulation; the summary. `options` go into initializationOptions (`db` wins over theirs).
 
-    `steps`, when given, receives every request's Step (the tests compare them with the database).
+    `steps`, when given, receives every request's Step (the tests compare them with the database);
+    `select` keeps only some files (see `plan`).
     """
     t0 = time.perf_counter()
     repo = Path(repo)
@@ -277,7 +286,7 @@ async def simulate(
     if not repo.is_dir():
         raise SimulateError(f"no such repository (a directory): {repo}")
     repo = repo.resolve()
-    plans = plan(repo, files, sites, seed, min_lines)
+    plans = plan(repo, files, sites, seed, min_lines, select)
     if not plans:
         raise SimulateError(
             f"{repo} has no usable source file ({min_lines}–{MAX_LINES} lines, in a supported language, "

@@ -42,6 +42,7 @@ class Step:
     action: str  # 'accepted' | 'partial' | 'typed_over' | 'dismissed' | 'empty'
     accepted: str = ""
     id: str | None = None
+    similarity: float | None = None  # edit similarity of the suggestion to what was about to be typed
 
 
 @dataclass
@@ -156,10 +157,12 @@ class SimulatedDeveloper:
         self.style = random.Random(rng.random()) if rng is not None else None
         self.dismiss_rate = dismiss_rate
         self._ignored: _Ignored | None = None
+        self._intended: str | None = None  # at the last request
 
     async def _ask(self, intended: str) -> str | None:
         """Request at the cursor and act on the answer. Returns the suggestion still on screen, if any."""
         item, ms = await self.session.complete(self.doc, self.offset)
+        self._intended = intended
         if item is None or not item.insert_text:
             self._log(Step(self.offset, "", ms, "empty"))
             return None
@@ -197,6 +200,10 @@ class SimulatedDeveloper:
         return text
 
     def _log(self, step: Step) -> None:
+        if step.suggestion and self._intended is not None:
+            from .bench_repo import edit_similarity
+
+            step.similarity = edit_similarity(step.suggestion, self._intended[: len(step.suggestion)])
         self.replay.steps.append(step)
         if self.on_step:
             self.on_step(step)

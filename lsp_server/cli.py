@@ -8,8 +8,10 @@
     hindsight index [PATH] [--json]                  index a workspace (cached; the server does it on start)
     hindsight train-gate [--db PATH ...] [--json]    train the acceptance gate on the recorded outcomes
     hindsight export-pairs [--db PATH ...] [--json]  DSAT preference pairs (prompt, chosen, rejected) for DPO
+    hindsight refresh [--db PATH ... | --pairs FILE] [--json]  DPO LoRA adapter from the pairs; promoted if better
+    hindsight refresh --rollback                     the adapter promoted before the current one
     hindsight cold-start [--json]                    the first gate, from simulated sessions on the standard library
-    hindsight bench latency|infill|repo|bm25|gate  benchmarks (docs/BENCHMARKS.md)
+    hindsight bench latency|infill|repo|bm25|gate|refresh  benchmarks (docs/BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -350,6 +352,18 @@ def cmd_simulate(args) -> int:
         return 2
 
 
+def cmd_refresh(args) -> int:
+    from collector.pairs import PairsError
+    from engine.backend import BackendError
+    from refresh.job import RefreshError, main
+
+    try:
+        return main(args)
+    except (RefreshError, PairsError, BackendError) as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_cold_start(args) -> int:
     from gating.cold_start import run
     from gating.dataset import GateError
@@ -376,6 +390,17 @@ def cmd_bench(args) -> int:
         try:
             return gate(args)
         except BenchError as exc:
+            print(f"hindsight: {exc}", file=sys.stderr)
+            return 2
+    if args.bench == "refresh":
+        from collector.pairs import PairsError
+        from evaluation.bench_refresh import BenchError, main as refresh
+        from evaluation.simulate import SimulateError
+        from refresh.job import RefreshError
+
+        try:
+            return refresh(args)
+        except (BenchError, PairsError, RefreshError, SimulateError) as exc:
             print(f"hindsight: {exc}", file=sys.stderr)
             return 2
     if args.bench == "latency":
@@ -432,6 +457,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="promote even if it is worse than the current gate")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train_gate)
+
+    p = sub.add_parser("refresh", help="DPO LoRA adapter from the dissatisfaction pairs; promoted if it measures better")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--db", action="append", metavar="PATH", help="mine pairs from a database (repeatable; default: the user's)")
+    source.add_argument("--pairs", metavar="FILE", help="pairs from `hindsight export-pairs` (jsonl or parquet)")
+    source.add_argument("--rollback", action="store_true", help="make the adapter promoted before the current one current again")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--no-sample", action="store_true", help="with --db: only pairs with a written chosen")
+    p.add_argument("--infill-tasks", type=int, default=60, metavar="N", help="HumanEval single-line tasks to check (0: skip)")
+    p.add_argument("--no-promote", action="store_true", help="measure and keep the adapter, but do not promote it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_refresh)
 
     p = sub.add_parser("export-pairs", help="DSAT preference pairs (prompt, chosen, rejected) for DPO, with provenance")
     p.add_argument("--db", action="append", metavar="PATH", help="a database (repeatable: merged; default: the user's)")
@@ -494,6 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--keep-db", metavar="PATH", help="where to keep the simulated sessions")
     b.add_argument("--gates-dir", metavar="DIR")
     b.add_argument("--plot", metavar="PNG", help="draw the trade-off curve")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("refresh", help="simulated sessions → pairs → DPO refresh → held-out files, before and after")
+    b.add_argument("repo")
+    b.add_argument("--files", type=int, default=30, help="files the simulated developer works on for the training data")
+    b.add_argument("--held-out-files", type=int, default=12, help="held-out files replayed before and after")
+    b.add_argument("--sites", type=int, default=2)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--pace-ms", type=float, default=25.0)
+    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--infill-tasks", type=int, default=60)
+    b.add_argument("--trl-steps", type=int, default=2, help="steps of TRL's default DPO to time (4 pairs each)")
+    b.add_argument("--keep", action="store_true", help="keep the work directory (databases, adapter)")
+    b.add_argument("--plot", metavar="PNG", help="draw before/after")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("bm25", help="BM25 query and update latency against rank-bm25, ~50k lines")

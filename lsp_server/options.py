@@ -58,6 +58,8 @@ class Options:
     # Apply the promoted LoRA adapter (data dir `adapters/`) to the embedded model, when there is one,
     # it was trained on the model being served, and llama.cpp loads it.
     adapter: bool = True
+    # A LoRA adapter file (GGUF) to use instead of the promoted one: to try an adapter before promoting it.
+    adapter_path: str | None = None
     # When accepted text is checked for persistence, seconds after the accept (stored as +30 s, +120 s).
     persistence_delays_s: list[float] = field(default_factory=lambda: [30.0, 120.0])
 

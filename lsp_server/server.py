@@ -261,12 +261,16 @@ class HindsightServer(LanguageServer):
 
         directory = adapters_dir()
         try:
-            if current_name(directory) is None:
-                return None  # nothing promoted: no need to hash the model
             from refresh.base import gguf_sha256
             from refresh.gguf_adapter import check_adapter
 
-            path, problem = current_adapter(directory, gguf_sha256(model_path))
+            if self.options.adapter_path:
+                path = Path(self.options.adapter_path).expanduser()
+                problem = None if path.is_file() else f"adapter: no file at {path}"
+            elif current_name(directory) is None:
+                return None  # nothing promoted: no need to hash the model
+            else:
+                path, problem = current_adapter(directory, gguf_sha256(model_path))
             if path is not None and problem is None:
                 key = (str(path), path.stat().st_mtime_ns)
                 if key not in self._adapter_checks:

@@ -1,0 +1,154 @@
+"""`hindsight bench refresh REPO`: does learning from what a developer turned down help on the same
+repository's other files?
+
+    hindsight bench refresh REPO [--files N] [--held-out-files N] [--sites S] [--epochs E] [--json] [--plot PNG]
+
+1. The simulated developer works on some of the repository's files through the real server (gate off:
+   every suggestion shown), which logs every suggestion and outcome.
+2. Its dissatisfaction pairs are mined (the text it wrote where it rejected a suggestion).
+3. `hindsight refresh` trains a DPO LoRA adapter on them, measures it (held-out replay and HumanEval
+   single-line infilling) and decides whether it would be promoted — into the bench's own adapters
+   directory, never the user's.
+4. The developer works on held-out files (a fifth of the repository's files by a hash of their path,
+   never the ones of step 1) twice through the real server: with the base model and with the adapter
+   (the server's `adapterPath` option). Acceptance (suggestions taken whole, of those shown) and the
+   suggestions' edit similarity to what was about to be typed, before and after.
+5. TRL's default DPO configuration trains on the same pairs for a few steps, for its pairs per minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import print_result
+
+
+class BenchError(Exception):
+    pass
+
+
+def run(
+    repo: Path,
+    *,
+    files: int = 30,
+    held_out_files: int = 12,
+    sites: int = 2,
+    seed: int = 0,
+    pace_ms: float = 25.0,
+    epochs: int = 2,
+    infill_tasks: int = 60,
+    trl_steps: int = 2,
+    work: Path | None = None,
+    progress=print,
+) -> dict:
+    from collector.pairs import mine
+    from refresh.dpo import DPOConfig
+    from refresh.job import _accepted_rows, held_out, refresh
+
+    from .simulate import simulate
+
+    repo = Path(repo).resolve()
+    work = Path(work or tempfile.mkdtemp(prefix="hindsight-bench-refresh-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base_options = {"gate": {"enabled": False}, "adapter": False}
+    key = lambda rel: f"{repo.name}/{rel}"  # noqa: E731
+
+    progress(f"simulating on up to {files} files of {repo} (the training side)")
+    train_db = work / "train.db"
+    train_run = asyncio.run(simulate(repo, files=files, sites=sites, seed=seed, db=train_db, pace_ms=pace_ms,
+                                     options=base_options, select=lambda rel: not held_out(key(rel))))
+    mined = mine([train_db])
+    if not mined.pairs:
+        raise BenchError(f"the simulated sessions gave no pairs ({mined.counts})")
+    progress(f"{len(mined.pairs)} pairs from {train_run['shown']} suggestions shown; refreshing")
+    result = refresh(
+        pairs=mined.pairs,
+        accepted=_accepted_rows([train_db]),
+        config=DPOConfig(epochs=epochs, seed=seed),
+        infill_tasks=infill_tasks,
+        adapters=work / "adapters",
+        progress=progress,
+    )
+    adapter = work / "adapters" / result["adapter"] / "adapter.gguf"
+
+    replays = {}
+    for name, options in (("before", base_options), ("after", {**base_options, "adapter": True, "adapterPath": str(adapter)})):
+        progress(f"replaying {held_out_files} held-out files ({name})")
+        replays[name] = asyncio.run(
+            simulate(repo, files=held_out_files, sites=sites, seed=seed + 1, db=work / f"held-out-{name}.db",
+                     pace_ms=pace_ms, options=options, select=lambda rel: held_out(key(rel)))
+        )
+
+    progress("TRL's default DPO configuration on the same pairs")
+    from refresh.trl_baseline import trl_pairs_per_minute
+
+    trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work)
+    before, after = replays["before"], replays["after"]
+    return {
+        "pairs": len(mined.pairs),
+        "train_pairs": result["pairs"],
+        "train_seconds": result["train_seconds"],
+        "pairs_per_minute": result["pairs_per_minute"],
+        "pairs_per_minute_trl_default": round(trl["pairs_per_minute"], 2),
+        "acceptance_before": before["acceptance_rate"],
+        "acceptance_after": after["acceptance_rate"],
+        "acceptance_change": round(after["acceptance_rate"] / before["acceptance_rate"] - 1, 3)
+        if before["acceptance_rate"] else None,
+        "es_before": before["es"],
+        "es_after": after["es"],
+        "accepted_chars_before": before["accepted_chars"],
+        "accepted_chars_after": after["accepted_chars"],
+        "shown_before": before["shown"],
+        "shown_after": after["shown"],
+        "infill_before": result["infill_before"],
+        "infill_after": result["infill_after"],
+        "replay_acceptance_before": result["acceptance_before"],
+        "replay_acceptance_after": result["acceptance_after"],
+        "promoted": result["promoted"],
+        "why": result["why"],
+        "loss": result["loss"],
+        "reward_accuracy": result["reward_accuracy"],
+        "files": {"train": train_run["files"], "held_out": before["files"]},
+        "work": str(work),
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["acceptance (held-out files)", "edit similarity / 100", "HumanEval infill pass@1"]
+    before = [result["acceptance_before"], result["es_before"] / 100, result["infill_before"] or 0]
+    after = [result["acceptance_after"], result["es_after"] / 100, result["infill_after"] or 0]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=120)
+    x = range(len(labels))
+    ax.bar([i - 0.18 for i in x], before, 0.36, label="base model")
+    ax.bar([i + 0.18 for i in x], after, 0.36, label="with the DPO adapter")
+    for i, (b, a) in enumerate(zip(before, after)):
+        ax.text(i - 0.18, b + 0.01, f"{b:.3f}", ha="center", fontsize=7)
+        ax.text(i + 0.18, a + 0.01, f"{a:.3f}", ha="center", fontsize=7)
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"refresh on {result['train_pairs']} pairs: before and after", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(args) -> int:
+    result = run(Path(args.repo), files=args.files, held_out_files=args.held_out_files, sites=args.sites,
+                 seed=args.seed, pace_ms=args.pace_ms, epochs=args.epochs, infill_tasks=args.infill_tasks,
+                 trl_steps=args.trl_steps, progress=(lambda m: None) if args.json else print)
+    if args.plot:
+        plot(result, Path(args.plot))
+        result["plot"] = args.plot
+    if not args.keep:
+        shutil.rmtree(result.pop("work"), ignore_errors=True)
+    print_result(result, args.json)
+    return 0

@@ -1,0 +1,102 @@
+"""Before and after a refresh: what the served model (llama.cpp over the quantized GGUF, with or without the
+adapter) would have suggested on held-out logged requests, and HumanEval single-line infilling.
+
+Replay: for each held-out request whose right answer is known (the completion the user accepted, or the
+text they wrote after rejecting one), the model's greedy suggestion from the exact logged prompt, with
+the engine's token healing, cut as the engine cuts it (at the end of the line, or after as many lines as
+the logged suggestion had). It counts as accepted when the simulated developer would accept it
+(evaluation.simulator.decide): exactly what was about to be typed. The accepted rows guard against an
+adapter that fixes the rejected suggestions by breaking the right ones.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_TOKENS = 48  # the engine's single-line budget
+INFILL_TASKS = 60  # the HumanEval single-line subset: this many tasks, the same ones every time
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    prompt: str
+    intended: str  # what the user was about to type there
+    lines: int  # lines the suggestion may have
+
+
+def replay_items(rows: list[dict]) -> list[ReplayItem]:
+    """From logged rows (dicts with prompt, completion, outcome and `written`: the chosen text of a
+    written pair, when there is one)."""
+    items = []
+    for row in rows:
+        if not row.get("prompt"):
+            continue
+        if row.get("outcome") == "accepted" and row.get("completion"):
+            intended = row["completion"]
+        elif row.get("written"):
+            intended = row["written"]
+        else:
+            continue
+        items.append(ReplayItem(row["prompt"], intended, max(1, row.get("completion", "").count("\n") + 1)))
+    return items
+
+
+def suggest(backend, prompt: str, lines: int = 1, max_tokens: int = MAX_TOKENS) -> str:
+    """The greedy suggestion at the end of `prompt`, healed as the engine heals it."""
+    from engine.backend import GenerationStats
+
+    from .dpo import heal_split
+
+    head, heal = heal_split(prompt)
+    text = ""
+    stream = backend.generate(head, max_tokens=max_tokens, stats=GenerationStats(), cancelled=lambda: False,
+                              must_start=heal)
+    try:
+        for token in stream:
+            text += token.text
+            if text.count("\n") >= lines and len(text) > len(heal):
+                break
+    finally:
+        stream.close()
+    text = text[len(heal):] if text.startswith(heal) else text
+    return "\n".join(text.split("\n")[:lines]).rstrip()
+
+
+def replay(backend, items: list[ReplayItem]) -> dict:
+    """Acceptance (share accepted in full), partial-or-better, and mean edit similarity to the text
+    that was about to be typed (cut to the suggestion's length)."""
+    from evaluation.bench_repo import edit_similarity
+    from evaluation.simulator import decide
+
+    accepted = partial = 0
+    similarity = 0.0
+    for item in items:
+        s = suggest(backend, item.prompt, item.lines)
+        verdict = decide(s, item.intended)
+        accepted += verdict == "accepted"
+        partial += verdict != "rejected"
+        similarity += edit_similarity(s, item.intended[: max(len(s), 1)])
+    n = max(len(items), 1)
+    return {
+        "items": len(items),
+        "acceptance": round(accepted / n, 4),
+        "useful": round(partial / n, 4),
+        "es": round(100 * similarity / n, 2),
+    }
+
+
+def infill(backend, tasks: int = INFILL_TASKS, seed: int = 0) -> float:
+    """HumanEval single-line infilling pass@1 through the engine, on a fixed subset of `tasks` tasks."""
+    from evaluation.infill import load_tasks, run
+
+    every = load_tasks()
+    subset = sorted(random.Random(seed).sample(range(len(every)), min(tasks, len(every))))
+    return round(run([every[i] for i in subset], backend).pass_at_1, 4)
+
+
+def backend_for(model_path: Path, adapter: Path | None = None):
+    from engine.llama_backend import LlamaBackend
+
+    return LlamaBackend(model_path, n_ctx=4096, lora_path=adapter)

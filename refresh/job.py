@@ -1,0 +1,269 @@
+"""`hindsight refresh`: the user's dissatisfaction pairs → a DPO LoRA adapter → promoted if it measures
+better, and the server hot-loads it (`hindsight.reload`, or its next start).
+
+    hindsight refresh [--db PATH ... | --pairs FILE] [--epochs N] [--no-promote] [--json]
+    hindsight refresh --rollback
+
+The pairs (mined from the databases, or read from `hindsight export-pairs`' file) are split by file:
+a fifth of the files are held out. The adapter trains on the rest (refresh/dpo.py), is written as a
+GGUF adapter and test-loaded by llama.cpp in a child process, and then the served model is measured with
+and without it: replay on the held-out files' logged requests (refresh/evaluate.py) and HumanEval
+single-line infilling on a fixed subset. It is promoted only if replay acceptance rises and infilling
+drops by at most one point. Every adapter is kept (data dir `adapters/`); `--rollback` makes the one
+before the current one current again.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .dpo import DPOConfig
+
+HELD_OUT = 0.2  # share of files (groups of pairs) held out for the before/after replay
+MAX_REPLAY = 200  # held-out replay items, at most (each is a generation with each model)
+INFILL_DROP = 0.01  # infilling pass@1 may drop by at most this much for an adapter to be promoted
+
+
+class RefreshError(Exception):
+    """A refresh cannot go on (no pairs, a malformed pairs file, no model): one line for the user."""
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """Pairs from a JSONL or Parquet file in TRL's preference format (prompt, chosen, rejected; the
+    provenance columns are optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RefreshError(f"no pairs file at {path}")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:
+            raise RefreshError(f"{path}: not a readable Parquet file ({exc})") from None
+        where = lambda i: f"{path}: row {i + 1}"  # noqa: E731
+    else:
+        rows = []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    raise RefreshError(f"{path}:{n}: not a JSON object (expected one pair per line)") from None
+        where = lambda i: f"{path}: pair {i + 1}"  # noqa: E731
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RefreshError(f"{where(i)}: not an object with prompt, chosen and rejected")
+        for key in ("prompt", "chosen", "rejected"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise RefreshError(f"{where(i)}: '{key}' must be a non-empty string")
+    if not rows:
+        raise RefreshError(f"{path} holds no pairs")
+    return rows
+
+
+def _group(pair: dict) -> str:
+    return f"{pair.get('database') or ''}\0{pair.get('uri') or pair.get('repo') or ''}"
+
+
+def held_out(key: str, share: float = HELD_OUT) -> bool:
+    """Whether a file is held out: by a hash of its name, so the split is the same on every run."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
+def _accepted_rows(dbs: list[Path]) -> list[dict]:
+    """Logged suggestions accepted in full (the replay's guard against breaking what was right)."""
+    rows = []
+    for db in dbs:
+        con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+        con.row_factory = sqlite3.Row
+        try:
+            for r in con.execute(
+                "SELECT uri, prompt, completion, outcome, created_at FROM requests WHERE source = 'model' "
+                "AND decision = 'show' AND outcome = 'accepted' AND prompt IS NOT NULL ORDER BY uri, created_at"
+            ):
+                rows.append({**dict(r), "database": str(Path(db).resolve())})
+        except sqlite3.Error as exc:
+            raise RefreshError(f"{db}: cannot read its requests ({exc})") from None
+        finally:
+            con.close()
+    return rows
+
+
+def _order(pairs: list[dict]) -> list[dict]:
+    """By file, then time: consecutive pairs share most of their prompt (refresh.dpo.PromptCache)."""
+    return sorted(pairs, key=lambda p: (_group(p), p.get("created_at") or ""))
+
+
+def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: Path,
+                  progress: Callable[[str], None] | None = None) -> dict:
+    """Train on `pairs` and write the GGUF adapter to `out`; the training statistics."""
+    import torch
+
+    from .base import load_base
+    from .dpo import add_lora, encode, lora_state, train
+    from .gguf_adapter import write_adapter
+
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_base(model_path)
+    examples = [e for p in _order(pairs) if (e := encode(tokenizer, p["prompt"], p["chosen"], p["rejected"], config))]
+    if not examples:
+        raise RefreshError("none of the pairs differ in a token once tokenized: nothing to train on")
+    peft_model = add_lora(model, config)
+    stats = train(peft_model, examples, config, progress=progress)
+    write_adapter(lora_state(peft_model), alpha=config.alpha, out=out, base_gguf=model_path)
+    del peft_model, model
+    gc.collect()
+    return {
+        "pairs": stats.pairs,
+        "skipped": len(pairs) - len(examples),
+        "steps": stats.steps,
+        "train_seconds": round(stats.seconds, 1),
+        "reference_seconds": round(stats.reference_seconds, 1),
+        "pairs_per_minute": round(stats.pairs_per_minute, 1),
+        "loss": [round(x, 4) for x in stats.losses],
+        "reward_accuracy": [round(x, 3) for x in stats.reward_accuracy],
+    }
+
+
+def measure(model_path: Path, adapter: Path | None, items, infill_tasks: int) -> dict:
+    from .evaluate import backend_for, infill, replay
+
+    backend = backend_for(model_path, adapter)
+    result = replay(backend, items)
+    if infill_tasks:
+        result["infill"] = infill(backend, infill_tasks)
+    del backend
+    gc.collect()
+    return result
+
+
+def refresh(
+    *,
+    pairs: list[dict],
+    accepted: list[dict] = (),
+    config: DPOConfig | None = None,
+    model_path: Path | None = None,
+    infill_tasks: int = 60,
+    promote: bool = True,
+    adapters: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The whole job on mined or read `pairs` (and, for the replay, the logged `accepted` rows)."""
+    from engine.model import resolve_model
+
+    from .base import gguf_sha256
+    from .evaluate import replay_items
+    from .gguf_adapter import check_adapter
+    from .registry import adapters_dir, promote as promote_version, write_version
+
+    say = progress or (lambda message: None)
+    config = config or DPOConfig()
+    model_path = Path(model_path) if model_path else resolve_model(None)
+    train_pairs = [p for p in pairs if not held_out(_group(p))]
+    test_pairs = [p for p in pairs if held_out(_group(p))]
+    if not train_pairs:
+        raise RefreshError(f"no pairs to train on ({len(pairs)} pairs, all in held-out files)")
+    rows = [{**p, "written": p["chosen"], "completion": p["rejected"], "outcome": "rejected"}
+            for p in test_pairs if p.get("chosen_source", "written") == "written"]
+    rows += [r for r in accepted if held_out(_group(r))]
+    items = replay_items(_order(rows))[:MAX_REPLAY]
+    say(f"{len(train_pairs)} pairs to train on, {len(items)} held-out requests to replay")
+    work = Path(tempfile.mkdtemp(prefix="hindsight-refresh-"))
+    adapter = work / "adapter.gguf"
+    started = time.perf_counter()
+    training = train_adapter(train_pairs, model_path, config, adapter, progress)
+    problem = check_adapter(adapter, model_path)
+    if problem:
+        raise RefreshError(f"the trained adapter does not load in llama.cpp: {problem}")
+    say("measuring the model before and after")
+    before = measure(model_path, None, items, infill_tasks)
+    after = measure(model_path, adapter, items, infill_tasks)
+    better = after["acceptance"] > before["acceptance"] if items else False
+    kept = not infill_tasks or after["infill"] >= before["infill"] - INFILL_DROP - 1e-9
+    result: dict[str, Any] = {
+        **training,
+        "held_out_items": len(items),
+        "acceptance_before": before["acceptance"],
+        "acceptance_after": after["acceptance"],
+        "es_before": before["es"],
+        "es_after": after["es"],
+        "infill_before": before.get("infill"),
+        "infill_after": after.get("infill"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    manifest = {
+        "base_model": model_path.name,
+        "base_sha256": gguf_sha256(model_path),
+        "kind": "dpo",
+        "config": config.as_json(),
+        "pairs_sha256": hashlib.sha256(
+            json.dumps([[p["prompt"], p["chosen"], p["rejected"]] for p in train_pairs]).encode()
+        ).hexdigest(),
+        "metrics": result,
+    }
+    directory = adapters or adapters_dir()
+    version = write_version(directory, adapter, manifest)
+    result["adapter"] = version.name
+    result["promoted"] = bool(promote and better and kept)
+    if result["promoted"]:
+        promote_version(version)
+    result["why"] = (
+        "promoted" if result["promoted"] else
+        "not asked to promote" if not promote else
+        "held-out acceptance did not rise" if not better else
+        f"infilling dropped by more than {INFILL_DROP * 100:g} point"
+    )
+    adapter.unlink(missing_ok=True)
+    work.rmdir()
+    return result
+
+
+def main(args) -> int:
+    from evaluation import print_result
+
+    from .registry import RegistryError, adapters_dir, rollback
+
+    if args.rollback:
+        try:
+            name = rollback(adapters_dir())
+        except RegistryError as exc:
+            raise RefreshError(str(exc)) from None
+        print_result({"current": name, "note": "run hindsight.reload in the editor (or restart it)"}, args.json)
+        return 0
+    config = DPOConfig(epochs=args.epochs)
+    accepted: list[dict] = []
+    if args.pairs:
+        pairs = read_pairs(Path(args.pairs))
+    else:
+        from collector.paths import db_path
+        from collector.pairs import PairsError, llama_sampler, mine
+
+        dbs = [Path(p) for p in args.db] if args.db else [db_path()]
+        sampler = None
+        if not args.no_sample:
+            from engine.model import resolve_model
+
+            sampler = llama_sampler(resolve_model(None))
+        try:
+            pairs = mine(dbs, sampler=sampler).pairs
+        except PairsError as exc:
+            raise RefreshError(str(exc)) from None
+        if not pairs:
+            raise RefreshError("no dissatisfaction pairs in " + ", ".join(map(str, dbs)) + ": nothing to learn yet")
+        accepted = _accepted_rows(dbs)
+    progress = None if args.json else (lambda message: print(message, flush=True))
+    result = refresh(pairs=pairs, accepted=accepted, config=config, infill_tasks=args.infill_tasks,
+                     promote=not args.no_promote, progress=progress)
+    print_result(result, args.json)
+    return 0

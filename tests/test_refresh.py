@@ -1,0 +1,147 @@
+"""`hindsight refresh`: pairs in, a DPO LoRA adapter out that llama.cpp loads and that moves the served
+model towards what the user wrote; bad input gets one clear line; rollback restores the previous adapter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refresh.job import RefreshError, held_out, read_pairs
+
+# Pairs as the miner writes them: the prompt the model saw, the text the user wrote, the suggestion they
+# turned down. The same prompt twice, so that a couple of steps are enough to move the model.
+PROMPT = "def area(width, height):\n    \"\"\"The rectangle's area.\"\"\"\n    return"
+PAIRS = [
+    {"prompt": PROMPT, "chosen": " width * height", "rejected": " None", "uri": "file:///a.py"},
+    {"prompt": "def add(a, b):\n    return", "chosen": " a + b", "rejected": " None", "uri": "file:///b.py"},
+    {"prompt": "def is_empty(items):\n    return", "chosen": " not items", "rejected": " None", "uri": "file:///c.py"},
+]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lsp_server", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_read_pairs_accepts_jsonl_and_parquet(tmp_path):
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("".join(json.dumps(p) + "\n" for p in PAIRS) + "\n")
+    assert [p["chosen"] for p in read_pairs(jsonl)] == [p["chosen"] for p in PAIRS]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(PAIRS), tmp_path / "pairs.parquet")
+    assert len(read_pairs(tmp_path / "pairs.parquet")) == 3
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json\n", "pairs.jsonl:1: not a JSON object"),
+        ('{"prompt": "x", "chosen": "y"}\n', "pair 1: 'rejected' must be a non-empty string"),
+        ('{"prompt": "x", "chosen": "", "rejected": "z"}\n', "pair 1: 'chosen' must be a non-empty string"),
+        ("[1, 2]\n", "pair 1: not an object"),
+        ("\n", "holds no pairs"),
+    ],
+)
+def test_malformed_pairs_file_is_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(content)
+    with pytest.raises(RefreshError, match=message.replace("(", r"\(")):
+        read_pairs(path)
+    done = run_cli("refresh", "--pairs", str(path))
+    assert done.returncode == 2
+    assert done.stderr.startswith("hindsight: ") and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_no_pairs_file_and_empty_database(tmp_path):
+    done = run_cli("refresh", "--pairs", str(tmp_path / "missing.jsonl"))
+    assert done.returncode == 2 and "no pairs file at" in done.stderr
+    from collector.store import Store
+
+    db = tmp_path / "empty.db"
+    Store(db).close()
+    done = run_cli("refresh", "--db", str(db), "--no-sample")
+    assert done.returncode == 2
+    assert "hindsight: " in done.stderr and "Traceback" not in done.stderr
+
+
+def test_held_out_split_is_stable_and_about_a_fifth():
+    keys = [f"file:///repo/module_{i}.py" for i in range(2000)]
+    share = sum(map(held_out, keys)) / len(keys)
+    assert 0.17 < share < 0.23
+    assert [held_out(k) for k in keys[:50]] == [held_out(k) for k in keys[:50]]
+
+
+def _margin(model_path: Path, adapter: Path | None, prompt: str, chosen: str, rejected: str) -> float:
+    """log p(chosen) - log p(rejected) after `prompt`, under llama.cpp (the served model)."""
+    from engine.llama_backend import LlamaBackend
+    from refresh.dpo import heal_split
+
+    backend = LlamaBackend(model_path, n_ctx=512, lora_path=adapter)
+    llm = backend.llm
+    head, heal = heal_split(prompt)
+
+    def logprob(text: str) -> float:
+        prompt_ids = backend.tokenize(head)
+        ids = llm.tokenize((heal + text).encode(), add_bos=False, special=False)
+        llm.reset()
+        llm.eval(prompt_ids)
+        total = 0.0
+        for token in ids:
+            logits = np.array(backend._last_logits(), dtype=np.float64)
+            top = logits.max()
+            total += logits[token] - top - np.log(np.exp(logits - top).sum())
+            llm.eval([token])
+        return total
+
+    try:
+        return logprob(chosen) - logprob(rejected)
+    finally:
+        del llm, backend
+
+
+@pytest.mark.slow
+def test_tiny_refresh_makes_an_adapter_llama_cpp_loads_that_moves_towards_chosen(tmp_path):
+    from engine.model import resolve_model
+    from refresh.dpo import DPOConfig
+    from refresh.gguf_adapter import check_adapter
+    from refresh.job import train_adapter
+
+    model_path = resolve_model(None)
+    adapter = tmp_path / "adapter.gguf"
+    config = DPOConfig(epochs=3, pairs_per_step=3, learning_rate=5e-3)
+    stats = train_adapter(PAIRS, model_path, config, adapter)
+    assert stats["pairs"] == 3 and stats["steps"] == 3
+    assert check_adapter(adapter, model_path) is None
+    pair = PAIRS[0]
+    before = _margin(model_path, None, pair["prompt"], pair["chosen"], pair["rejected"])
+    after = _margin(model_path, adapter, pair["prompt"], pair["chosen"], pair["rejected"])
+    # The adapter was trained to prefer chosen: llama.cpp, over the quantized base, must agree.
+    assert after > before + 1.0, (before, after)
+
+
+def test_rollback_restores_the_previous_adapter(tmp_path, monkeypatch):
+    from refresh.registry import adapters_dir, current_name, promote, write_version
+
+    monkeypatch.setenv("HINDSIGHT_DATA_DIR", str(tmp_path))
+    directory = adapters_dir()
+    directory.mkdir()
+    source = tmp_path / "a.gguf"
+    source.write_bytes(b"GGUF not really")
+    first = write_version(directory, source, {"base_sha256": "0" * 64}, name="adapter-20260101-000000-aaaaaa")
+    second = write_version(directory, source, {"base_sha256": "0" * 64}, name="adapter-20260102-000000-bbbbbb")
+    promote(first)
+    promote(second)
+    done = subprocess.run([sys.executable, "-m", "lsp_server", "refresh", "--rollback", "--json"],
+                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
+                                                                             "HINDSIGHT_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["current"] == first.name
+    assert current_name(directory) == first.name
+    assert (directory / second.name / "adapter.gguf").is_file()  # kept
