@@ -40,7 +40,7 @@ def run(
     pace_ms: float = 25.0,
     epochs: int = 2,
     infill_tasks: int = 60,
-    trl_steps: int = 2,
+    trl_steps: int = 1,
     work: Path | None = None,
     progress=print,
 ) -> dict:
@@ -85,7 +85,9 @@ def run(
     progress("TRL's default DPO configuration on the same pairs")
     from refresh.trl_baseline import trl_pairs_per_minute
 
-    trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work)
+    # No truncation: TRL 1.16 drops every pair whose prompt reaches its default max_length (1,024 tokens),
+    # most of ours; ours trains on the whole prompt too.
+    trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work, max_length=None)
     before, after = replays["before"], replays["after"]
     return {
         "pairs": len(mined.pairs),
