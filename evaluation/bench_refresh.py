@@ -30,6 +30,22 @@ class BenchError(Exception):
     pass
 
 
+def _logged(db: Path) -> dict:
+    """What `simulate` would have said of sessions it logged to `db`, as far as the bench needs it."""
+    import sqlite3
+
+    if not db.is_file():
+        raise BenchError(f"no database at {db}")
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        files, shown = con.execute(
+            "SELECT COUNT(DISTINCT uri), SUM(decision = 'show') FROM requests WHERE source = 'model'"
+        ).fetchone()
+    finally:
+        con.close()
+    return {"files": files, "shown": shown or 0}
+
+
 def run(
     repo: Path,
     *,
@@ -42,8 +58,10 @@ def run(
     infill_tasks: int = 60,
     trl_steps: int = 1,
     work: Path | None = None,
+    train_db: Path | None = None,
     progress=print,
 ) -> dict:
+    """The bench; `train_db`: the training side's sessions, already simulated (step 1 is skipped)."""
     from collector.pairs import mine
     from refresh.dpo import DPOConfig
     from refresh.job import _accepted_rows, held_out, refresh
@@ -56,10 +74,13 @@ def run(
     base_options = {"gate": {"enabled": False}, "adapter": False}
     key = lambda rel: f"{repo.name}/{rel}"  # noqa: E731
 
-    progress(f"simulating on up to {files} files of {repo} (the training side)")
-    train_db = work / "train.db"
-    train_run = asyncio.run(simulate(repo, files=files, sites=sites, seed=seed, db=train_db, pace_ms=pace_ms,
-                                     options=base_options, select=lambda rel: not held_out(key(rel))))
+    if train_db is None:
+        progress(f"simulating on up to {files} files of {repo} (the training side)")
+        train_db = work / "train.db"
+        train_run = asyncio.run(simulate(repo, files=files, sites=sites, seed=seed, db=train_db, pace_ms=pace_ms,
+                                         options=base_options, select=lambda rel: not held_out(key(rel))))
+    else:
+        train_run = _logged(Path(train_db))
     mined = mine([train_db])
     if not mined.pairs:
         raise BenchError(f"the simulated sessions gave no pairs ({mined.counts})")
@@ -146,7 +167,8 @@ def plot(result: dict, path: Path) -> None:
 def main(args) -> int:
     result = run(Path(args.repo), files=args.files, held_out_files=args.held_out_files, sites=args.sites,
                  seed=args.seed, pace_ms=args.pace_ms, epochs=args.epochs, infill_tasks=args.infill_tasks,
-                 trl_steps=args.trl_steps, progress=(lambda m: None) if args.json else print)
+                 trl_steps=args.trl_steps, train_db=Path(args.train_db) if args.train_db else None,
+                 progress=(lambda m: None) if args.json else print)
     if args.plot:
         plot(result, Path(args.plot))
         result["plot"] = args.plot

@@ -543,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, default=2)
     b.add_argument("--infill-tasks", type=int, default=60)
     b.add_argument("--trl-steps", type=int, default=1, help="steps of TRL's default DPO to time (4 pairs each)")
+    b.add_argument("--train-db", metavar="PATH", help="the training side's sessions, already simulated (--keep'd train.db)")
     b.add_argument("--keep", action="store_true", help="keep the work directory (databases, adapter)")
     b.add_argument("--plot", metavar="PNG", help="draw before/after")
     b.add_argument("--json", action="store_true")

@@ -122,12 +122,13 @@ class PromptCache:
             self.layers, same = [], 0
         cache = self.cache(same)
         if same < len(ids):
+            device = inner.device
             with torch.no_grad():
                 inner.model(
-                    input_ids=torch.tensor([ids[same:]]),
+                    input_ids=torch.tensor([ids[same:]], device=device),
                     past_key_values=cache,
-                    position_ids=torch.arange(same, len(ids)).unsqueeze(0),
-                    cache_position=torch.arange(same, len(ids)),
+                    position_ids=torch.arange(same, len(ids), device=device).unsqueeze(0),
+                    cache_position=torch.arange(same, len(ids), device=device),
                     use_cache=True,
                 )
         self.ids = list(ids)
@@ -168,7 +169,9 @@ def _logps(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], p
         inputs[i, : len(seq)] = torch.tensor(seq)
         targets[i, : len(c)] = torch.tensor(c)
     start = len(prompt) - 1
-    positions = torch.arange(start, start + width)
+    device = inner.device
+    inputs, targets = inputs.to(device), targets.to(device)
+    positions = torch.arange(start, start + width, device=device)
     # Right padding: a real token never attends to a pad after it, so no mask beyond the causal one.
     hidden = inner.model(
         input_ids=inputs,
@@ -183,8 +186,8 @@ def _logps(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], p
     if cap:
         logits = torch.tanh(logits / cap) * cap
     token_logps = torch.log_softmax(logits, dim=-1).gather(1, targets[mask].unsqueeze(1)).squeeze(1)
-    rows = torch.arange(n).unsqueeze(1).expand(n, width)[mask]
-    sums = torch.zeros(n, dtype=token_logps.dtype).index_add(0, rows, token_logps)
+    rows = torch.arange(n, device=device).unsqueeze(1).expand(n, width)[mask]
+    sums = torch.zeros(n, dtype=token_logps.dtype, device=device).index_add(0, rows, token_logps)
     return sums, mask.sum(1)
 
 
@@ -274,4 +277,4 @@ def lora_state(model) -> dict:
     """The adapter's weights, as PEFT names them."""
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}

@@ -83,6 +83,8 @@ def held_out(key: str, share: float = HELD_OUT) -> bool:
 
 def _accepted_rows(dbs: list[Path]) -> list[dict]:
     """Logged suggestions accepted in full (the replay's guard against breaking what was right)."""
+    from collector.pairs import _iso
+
     rows = []
     for db in dbs:
         con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
@@ -92,7 +94,7 @@ def _accepted_rows(dbs: list[Path]) -> list[dict]:
                 "SELECT uri, prompt, completion, outcome, created_at FROM requests WHERE source = 'model' "
                 "AND decision = 'show' AND outcome = 'accepted' AND prompt IS NOT NULL ORDER BY uri, created_at"
             ):
-                rows.append({**dict(r), "database": str(Path(db).resolve())})
+                rows.append({**dict(r), "created_at": _iso(r["created_at"]), "database": str(Path(db).resolve())})
         except sqlite3.Error as exc:
             raise RefreshError(f"{db}: cannot read its requests ({exc})") from None
         finally:
@@ -116,6 +118,8 @@ def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: P
 
     torch.manual_seed(config.seed)
     model, tokenizer = load_base(model_path)
+    if torch.cuda.is_available():  # the same code on a GPU, where there is one
+        model = model.to("cuda")
     examples = [e for p in _order(pairs) if (e := encode(tokenizer, p["prompt"], p["chosen"], p["rejected"], config))]
     if not examples:
         raise RefreshError("none of the pairs differ in a token once tokenized: nothing to train on")
