@@ -23,6 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from refresh.dpo import DPOConfig
+
 from . import print_result
 
 
@@ -54,8 +56,10 @@ def run(
     sites: int = 2,
     seed: int = 0,
     pace_ms: float = 25.0,
-    epochs: int = 2,
-    infill_tasks: int = 60,
+    epochs: int = 1,
+    sft_weight: float = DPOConfig.sft_weight,
+    learning_rate: float = DPOConfig.learning_rate,
+    infill_tasks: int = 200,
     trl_steps: int = 1,
     work: Path | None = None,
     train_db: Path | None = None,
@@ -63,7 +67,6 @@ def run(
 ) -> dict:
     """The bench; `train_db`: the training side's sessions, already simulated (step 1 is skipped)."""
     from collector.pairs import mine
-    from refresh.dpo import DPOConfig
     from refresh.job import _accepted_rows, held_out, refresh
 
     from .simulate import simulate
@@ -88,7 +91,7 @@ def run(
     result = refresh(
         pairs=mined.pairs,
         accepted=_accepted_rows([train_db]),
-        config=DPOConfig(epochs=epochs, seed=seed),
+        config=DPOConfig(epochs=epochs, seed=seed, sft_weight=sft_weight, learning_rate=learning_rate),
         infill_tasks=infill_tasks,
         adapters=work / "adapters",
         progress=progress,
@@ -103,19 +106,21 @@ def run(
                      pace_ms=pace_ms, options=options, select=lambda rel: held_out(key(rel)))
         )
 
-    progress("TRL's default DPO configuration on the same pairs")
-    from refresh.trl_baseline import trl_pairs_per_minute
+    trl = {"pairs_per_minute": None}
+    if trl_steps:
+        progress("TRL's default DPO configuration on the same pairs")
+        from refresh.trl_baseline import trl_pairs_per_minute
 
-    # No truncation: TRL 1.16 drops every pair whose prompt reaches its default max_length (1,024 tokens),
-    # most of ours; ours trains on the whole prompt too.
-    trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work, max_length=None)
+        # No truncation: TRL 1.16 drops every pair whose prompt reaches its default max_length (1,024
+        # tokens), most of ours; ours trains on the whole prompt too.
+        trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work, max_length=None)
     before, after = replays["before"], replays["after"]
     return {
         "pairs": len(mined.pairs),
         "train_pairs": result["pairs"],
         "train_seconds": result["train_seconds"],
         "pairs_per_minute": result["pairs_per_minute"],
-        "pairs_per_minute_trl_default": round(trl["pairs_per_minute"], 2),
+        "pairs_per_minute_trl_default": trl["pairs_per_minute"] and round(trl["pairs_per_minute"], 2),
         "acceptance_before": before["acceptance_rate"],
         "acceptance_after": after["acceptance_rate"],
         "acceptance_change": round(after["acceptance_rate"] / before["acceptance_rate"] - 1, 3)
@@ -124,6 +129,8 @@ def run(
         "es_after": after["es"],
         "accepted_chars_before": before["accepted_chars"],
         "accepted_chars_after": after["accepted_chars"],
+        "requests_before": before["requests"],
+        "requests_after": after["requests"],
         "shown_before": before["shown"],
         "shown_after": after["shown"],
         "infill_before": result["infill_before"],
@@ -166,7 +173,8 @@ def plot(result: dict, path: Path) -> None:
 
 def main(args) -> int:
     result = run(Path(args.repo), files=args.files, held_out_files=args.held_out_files, sites=args.sites,
-                 seed=args.seed, pace_ms=args.pace_ms, epochs=args.epochs, infill_tasks=args.infill_tasks,
+                 seed=args.seed, pace_ms=args.pace_ms, epochs=args.epochs,
+                 sft_weight=args.sft_weight, learning_rate=args.learning_rate, infill_tasks=args.infill_tasks,
                  trl_steps=args.trl_steps, train_db=Path(args.train_db) if args.train_db else None,
                  progress=(lambda m: None) if args.json else print)
     if args.plot:

@@ -192,6 +192,12 @@ def complete_prefix_only(backend, task: InfillTask, max_tokens: int = MAX_TOKENS
     return text.split("\n", 1)[0]
 
 
+def _not_run() -> Future:
+    done: Future = Future()
+    done.set_result(Execution(False, "not run"))
+    return done
+
+
 @dataclass
 class Report:
     tasks: int
@@ -213,9 +219,12 @@ class Report:
         }
 
 
-def run(tasks: list[InfillTask], backend, *, progress=None, workers: int = 2, config=None) -> Report:
-    """Both systems on every task. Tasks of one problem go through one system, then the other, so that
-    consecutive prompts share their beginning and the backend's KV cache is reused."""
+def run(
+    tasks: list[InfillTask], backend, *, progress=None, workers: int = 2, config=None, prefix_only: bool = True
+) -> Report:
+    """Both systems on every task (`prefix_only` False: the product alone; the other's figures are then
+    0). Tasks of one problem go through one system, then the other, so that consecutive prompts share
+    their beginning and the backend's KV cache is reused."""
     from engine.engine import Engine
 
     engine = Engine(backend, config)
@@ -227,11 +236,11 @@ def run(tasks: list[InfillTask], backend, *, progress=None, workers: int = 2, co
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for group in by_problem.values():
             product = [complete_product(engine, t) for t in group]
-            prefix_only = [complete_prefix_only(backend, t) for t in group]
-            for task, a, b in zip(group, product, prefix_only):
+            baseline = [complete_prefix_only(backend, t) if prefix_only else "" for t in group]
+            for task, a, b in zip(group, product, baseline):
                 result = TaskResult(task.task_id, task.line, a, b)
                 result.passed = pool.submit(execute, task.program(a))
-                result.passed_prefix_only = pool.submit(execute, task.program(b))
+                result.passed_prefix_only = pool.submit(execute, task.program(b)) if prefix_only else _not_run()
                 results.append(result)
             if progress is not None:
                 progress(len(group))

@@ -249,7 +249,11 @@ def cmd_export_pairs(args) -> int:
             from engine.model import resolve_model
 
             try:
-                sampler = llama_sampler(resolve_model(args.model), seed=args.seed)
+                from refresh.registry import promoted_for
+
+                model_path = resolve_model(args.model)
+                # The current model: with the promoted adapter, when there is one for this model file.
+                sampler = llama_sampler(model_path, seed=args.seed, lora_path=promoted_for(model_path))
             except BackendError as exc:
                 raise PairsError(str(exc)) from None
         console = Console(stderr=True)
@@ -465,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--rollback", action="store_true", help="make the adapter promoted before the current one current again")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--no-sample", action="store_true", help="with --db: only pairs with a written chosen")
-    p.add_argument("--infill-tasks", type=int, default=60, metavar="N", help="HumanEval single-line tasks to check (0: skip)")
+    p.add_argument("--infill-tasks", type=int, default=200, metavar="N", help="HumanEval single-line tasks to check (0: skip)")
     p.add_argument("--no-promote", action="store_true", help="measure and keep the adapter, but do not promote it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_refresh)
@@ -540,9 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sites", type=int, default=2)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--pace-ms", type=float, default=25.0)
-    b.add_argument("--epochs", type=int, default=2)
-    b.add_argument("--infill-tasks", type=int, default=60)
-    b.add_argument("--trl-steps", type=int, default=1, help="steps of TRL's default DPO to time (4 pairs each)")
+    b.add_argument("--epochs", type=int, default=1)
+    b.add_argument("--sft-weight", type=float, default=0.2, help="weight of the chosen text's NLL beside DPO's loss")
+    b.add_argument("--learning-rate", type=float, default=5e-4)
+    b.add_argument("--infill-tasks", type=int, default=200)
+    b.add_argument("--trl-steps", type=int, default=1, help="steps of TRL's default DPO to time (4 pairs each; 0: skip)")
     b.add_argument("--train-db", metavar="PATH", help="the training side's sessions, already simulated (--keep'd train.db)")
     b.add_argument("--keep", action="store_true", help="keep the work directory (databases, adapter)")
     b.add_argument("--plot", metavar="PNG", help="draw before/after")

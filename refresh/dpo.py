@@ -35,7 +35,7 @@ class DPOConfig:
     rank: int = 8
     alpha: float = 16.0
     learning_rate: float = 5e-4
-    epochs: int = 2
+    epochs: int = 1
     pairs_per_step: int = 8  # gradients of this many pairs (consecutive in the log) make one step
     max_prompt_tokens: int = 384
     max_completion_tokens: int = 48

@@ -11,12 +11,13 @@ adapter that fixes the rejected suggestions by breaking the right ones.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 MAX_TOKENS = 48  # the engine's single-line budget
-INFILL_TASKS = 60  # the HumanEval single-line subset: this many tasks, the same ones every time
+INFILL_TASKS = 200  # the HumanEval single-line subset: this many tasks, the same ones every time
 
 
 @dataclass(frozen=True)
@@ -43,18 +44,23 @@ def replay_items(rows: list[dict]) -> list[ReplayItem]:
     return items
 
 
-def suggest(backend, prompt: str, lines: int = 1, max_tokens: int = MAX_TOKENS) -> str:
-    """The greedy suggestion at the end of `prompt`, healed as the engine heals it."""
+def suggest(backend, prompt: str, lines: int = 1, max_tokens: int = MAX_TOKENS, min_token_prob: float = 0.3) -> str:
+    """The greedy suggestion at the end of `prompt`, healed as the engine heals it, and stopped where the
+    engine stops: before the first token past the healed text that is less likely than `min_token_prob`
+    (an adapter that makes the model unsure shows as shorter, or no, suggestions)."""
     from engine.backend import GenerationStats
 
     from .dpo import heal_split
 
     head, heal = heal_split(prompt)
+    min_logprob = math.log(min_token_prob) if min_token_prob > 0 else -math.inf
     text = ""
     stream = backend.generate(head, max_tokens=max_tokens, stats=GenerationStats(), cancelled=lambda: False,
                               must_start=heal)
     try:
         for token in stream:
+            if len(text) >= len(heal) and token.logprob < min_logprob:
+                break
             text += token.text
             if text.count("\n") >= lines and len(text) > len(heal):
                 break
@@ -65,23 +71,25 @@ def suggest(backend, prompt: str, lines: int = 1, max_tokens: int = MAX_TOKENS) 
 
 
 def replay(backend, items: list[ReplayItem]) -> dict:
-    """Acceptance (share accepted in full), partial-or-better, and mean edit similarity to the text
-    that was about to be typed (cut to the suggestion's length)."""
+    """Acceptance (share accepted in full), partial-or-better, characters taken, and mean edit
+    similarity to the text that was about to be typed (cut to the suggestion's length)."""
     from evaluation.bench_repo import edit_similarity
     from evaluation.simulator import decide
 
-    accepted = partial = 0
+    accepted = partial = chars = 0
     similarity = 0.0
     for item in items:
         s = suggest(backend, item.prompt, item.lines)
         verdict = decide(s, item.intended)
         accepted += verdict == "accepted"
         partial += verdict != "rejected"
+        chars += len(s) if verdict == "accepted" else verdict[1] if isinstance(verdict, tuple) else 0
         similarity += edit_similarity(s, item.intended[: max(len(s), 1)])
     n = max(len(items), 1)
     return {
         "items": len(items),
         "acceptance": round(accepted / n, 4),
+        "accepted_chars": chars,  # characters the developer would have taken (whole or partial accepts)
         "useful": round(partial / n, 4),
         "es": round(100 * similarity / n, 2),
     }
@@ -93,7 +101,7 @@ def infill(backend, tasks: int = INFILL_TASKS, seed: int = 0) -> float:
 
     every = load_tasks()
     subset = sorted(random.Random(seed).sample(range(len(every)), min(tasks, len(every))))
-    return round(run([every[i] for i in subset], backend).pass_at_1, 4)
+    return round(run([every[i] for i in subset], backend, prefix_only=False).pass_at_1, 4)
 
 
 def backend_for(model_path: Path, adapter: Path | None = None):

@@ -8,8 +8,8 @@ The pairs (mined from the databases, or read from `hindsight export-pairs`' file
 a fifth of the files are held out. The adapter trains on the rest (refresh/dpo.py), is written as a
 GGUF adapter and test-loaded by llama.cpp in a child process, and then the served model is measured with
 and without it: replay on the held-out files' logged requests (refresh/evaluate.py) and HumanEval
-single-line infilling on a fixed subset. It is promoted only if replay acceptance rises and infilling
-drops by at most one point. Every adapter is kept (data dir `adapters/`); `--rollback` makes the one
+single-line infilling on a fixed subset. It is promoted only if replay acceptance rises (without the
+characters taken falling) and infilling drops by at most one point. Every adapter is kept (data dir `adapters/`); `--rollback` makes the one
 before the current one current again.
 """
 
@@ -158,7 +158,7 @@ def refresh(
     accepted: list[dict] = (),
     config: DPOConfig | None = None,
     model_path: Path | None = None,
-    infill_tasks: int = 60,
+    infill_tasks: int = 200,
     promote: bool = True,
     adapters: Path | None = None,
     progress: Callable[[str], None] | None = None,
@@ -169,7 +169,7 @@ def refresh(
     from .base import gguf_sha256
     from .evaluate import replay_items
     from .gguf_adapter import check_adapter
-    from .registry import adapters_dir, promote as promote_version, write_version
+    from .registry import adapters_dir, promote as promote_version, promoted_for, write_version
 
     say = progress or (lambda message: None)
     config = config or DPOConfig()
@@ -190,16 +190,23 @@ def refresh(
     problem = check_adapter(adapter, model_path)
     if problem:
         raise RefreshError(f"the trained adapter does not load in llama.cpp: {problem}")
+    directory = adapters or adapters_dir()
+    current = promoted_for(model_path, directory)  # "before" is the model being served now
     say("measuring the model before and after")
-    before = measure(model_path, None, items, infill_tasks)
+    before = measure(model_path, current, items, infill_tasks)
     after = measure(model_path, adapter, items, infill_tasks)
-    better = after["acceptance"] > before["acceptance"] if items else False
+    # Acceptance must rise without the characters taken falling: an adapter that only makes the model
+    # unsure (shorter suggestions, accepted more often, worth less) is not better.
+    better = bool(items) and after["acceptance"] > before["acceptance"] and after["accepted_chars"] >= before["accepted_chars"]
     kept = not infill_tasks or after["infill"] >= before["infill"] - INFILL_DROP - 1e-9
     result: dict[str, Any] = {
         **training,
         "held_out_items": len(items),
+        "before": current.parent.name if current else "base model",
         "acceptance_before": before["acceptance"],
         "acceptance_after": after["acceptance"],
+        "accepted_chars_before": before["accepted_chars"],
+        "accepted_chars_after": after["accepted_chars"],
         "es_before": before["es"],
         "es_after": after["es"],
         "infill_before": before.get("infill"),
@@ -216,7 +223,6 @@ def refresh(
         ).hexdigest(),
         "metrics": result,
     }
-    directory = adapters or adapters_dir()
     version = write_version(directory, adapter, manifest)
     result["adapter"] = version.name
     result["promoted"] = bool(promote and better and kept)
@@ -225,7 +231,7 @@ def refresh(
     result["why"] = (
         "promoted" if result["promoted"] else
         "not asked to promote" if not promote else
-        "held-out acceptance did not rise" if not better else
+        "held-out acceptance did not rise (or the characters taken fell)" if not better else
         f"infilling dropped by more than {INFILL_DROP * 100:g} point"
     )
     adapter.unlink(missing_ok=True)
@@ -258,7 +264,10 @@ def main(args) -> int:
         if not args.no_sample:
             from engine.model import resolve_model
 
-            sampler = llama_sampler(resolve_model(None))
+            from .registry import promoted_for
+
+            model_path = resolve_model(None)
+            sampler = llama_sampler(model_path, lora_path=promoted_for(model_path))  # the current model
         try:
             pairs = mine(dbs, sampler=sampler).pairs
         except PairsError as exc:

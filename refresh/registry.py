@@ -183,3 +183,22 @@ def current_adapter(directory: Path, base_sha256: str) -> tuple[Path | None, str
         return path, None
     except Exception as e:  # never let an adapter take the server down
         return None, f"adapter {name}: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
+def promoted_for(model_path: Path, directory: Path | None = None) -> Path | None:
+    """The promoted adapter for the model file at `model_path`, if there is one, it was trained on that
+    file and llama.cpp loads it (test-loaded in a child process); else None. For the offline commands:
+    sampling from "the current model", and measuring the model a new adapter would replace."""
+    from .base import gguf_sha256
+    from .gguf_adapter import check_adapter
+
+    directory = Path(directory) if directory else adapters_dir()
+    try:
+        if current_name(directory) is None:
+            return None
+    except RegistryError:
+        return None
+    path, problem = current_adapter(directory, gguf_sha256(model_path))
+    if path is None or problem or check_adapter(path, model_path):
+        return None
+    return path

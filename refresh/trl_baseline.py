@@ -25,8 +25,10 @@ constructor) are not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -143,7 +145,8 @@ def trl_pairs_per_minute(
                 over += len(ex["prompt_ids"]) + longest > args.max_length
 
         start = time.perf_counter()
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # its log lines are not our output (--json)
+            trainer.train()
         seconds = time.perf_counter() - start
 
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
