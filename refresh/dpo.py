@@ -31,7 +31,7 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 @dataclass
 class DPOConfig:
     beta: float = 0.1  # DPO's temperature: how far the policy may move from the reference
-    sft_weight: float = 0.2  # plus this much of the chosen text's mean NLL (RPO), so chosen itself rises
+    sft_weight: float = 1.0  # plus this much of the chosen text's mean NLL (RPO), so chosen itself rises
     rank: int = 8
     alpha: float = 16.0
     learning_rate: float = 5e-4

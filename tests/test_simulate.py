@@ -208,10 +208,11 @@ def test_cli_json(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert set(out) == {
-        "files", "sites", "requests", "shown", "accepted", "partial", "rejected", "acceptance_rate",
+        "files", "sites", "requests", "shown", "accepted", "partial", "rejected", "acceptance_rate", "es",
         "typed_chars", "accepted_chars", "seconds", "db",
     }  # fmt: skip
     assert out["files"] == 1 and out["sites"] == 1 and out["requests"] > 0
+    assert 0 <= out["es"] <= 100
     assert out["db"] == str(db) and rows(db, "select count(*) as n from requests")[0]["n"] > 0
 
 
