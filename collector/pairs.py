@@ -149,7 +149,7 @@ def _columns(conn: sqlite3.Connection, path: Path) -> set[str]:
     return columns
 
 
-def _rows(path: Path, since: float | None) -> list[dict[str, Any]]:
+def shown_rows(path: Path, since: float | None = None) -> list[dict[str, Any]]:
     """The shown model suggestions of one database, oldest first."""
     conn = _connect(path)
     try:
@@ -342,7 +342,7 @@ def mine(
     paths = [Path(p).expanduser() for p in db_paths]
     if not paths:
         raise PairsError("no database given")
-    tables = [(path, _rows(path, since)) for path in paths]
+    tables = [(path, shown_rows(path, since)) for path in paths]
     counts = _Counts()
     candidates: list[tuple[Path, dict[str, Any], str]] = []
     for path, rows in tables:

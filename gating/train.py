@@ -318,20 +318,25 @@ def write_version(gates_dir: Path, version: str, files: dict[str, bytes]) -> Pat
     return final
 
 
-def promote(gates_dir: Path, version: str) -> None:
-    """Point current.json at `version`: a temp file, fsync, os.replace — readers see old or new, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=".current-", suffix=".json", dir=gates_dir)
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a temp file beside it, fsync, os.replace, fsync the directory — readers
+    see the old file or the new one, whole, and a crash leaves one of them."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps({"version": version}).encode())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, gates_dir / CURRENT)
+        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(gates_dir)
+    _fsync_dir(path.parent)
+
+
+def promote(gates_dir: Path, version: str) -> None:
+    """Point current.json at `version`, atomically."""
+    replace_file(Path(gates_dir) / CURRENT, json.dumps({"version": version}).encode())
 
 
 def _json(obj) -> bytes:

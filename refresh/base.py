@@ -38,7 +38,7 @@ def _file_key(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _hash_file(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -74,7 +74,7 @@ def gguf_sha256(path: Path) -> str:
     entry = cache.get(str(path))
     if isinstance(entry, dict) and all(entry.get(k) == v for k, v in key.items()) and entry.get("sha256"):
         return entry["sha256"]
-    digest = _hash_file(path)
+    digest = file_sha256(path)
     cache = _read_cache(cache_path)  # re-read: another process may have added entries meanwhile
     cache[str(path)] = {**key, "sha256": digest}
     try:

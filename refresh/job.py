@@ -18,8 +18,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import math
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -82,23 +80,19 @@ def held_out(key: str, share: float = HELD_OUT) -> bool:
 
 
 def _accepted_rows(dbs: list[Path]) -> list[dict]:
-    """Logged suggestions accepted in full (the replay's guard against breaking what was right)."""
-    from collector.pairs import _iso
+    """Logged suggestions accepted in full (the replay's guard against breaking what was right), read as
+    the pairs are (collector.pairs.shown_rows)."""
+    from collector.pairs import PairsError, _iso, shown_rows
 
     rows = []
-    for db in dbs:
-        con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
-        con.row_factory = sqlite3.Row
+    for db in map(Path, dbs):
         try:
-            for r in con.execute(
-                "SELECT uri, prompt, completion, outcome, created_at FROM requests WHERE source = 'model' "
-                "AND decision = 'show' AND outcome = 'accepted' AND prompt IS NOT NULL ORDER BY uri, created_at"
-            ):
-                rows.append({**dict(r), "created_at": _iso(r["created_at"]), "database": str(Path(db).resolve())})
-        except sqlite3.Error as exc:
-            raise RefreshError(f"{db}: cannot read its requests ({exc})") from None
-        finally:
-            con.close()
+            table = shown_rows(db)
+        except PairsError as exc:
+            raise RefreshError(str(exc)) from None
+        database = str(db.resolve())
+        rows += [{**r, "created_at": _iso(r["created_at"]), "database": database}
+                 for r in table if r["outcome"] == "accepted" and r["prompt"]]
     return rows
 
 

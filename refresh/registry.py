@@ -18,11 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
+
+from .base import file_sha256
 
 CURRENT = "current.json"
 ADAPTER = "adapter.gguf"
@@ -46,14 +46,6 @@ def new_name(now: dt.datetime | None = None) -> str:
     """`adapter-YYYYmmdd-HHMMSS-<6 hex>`: sorts by time, and two made in the same second still differ."""
     now = now or dt.datetime.now()
     return f"adapter-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_version(directory: Path, adapter: Path, manifest: dict, name: str | None = None) -> Path:
@@ -94,27 +86,11 @@ def read_current(directory: Path) -> dict:
     return {"current": current, "history": history}
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_current(directory: Path, state: dict) -> None:
-    """Replace current.json: a temp file, fsync, os.replace — readers see the old or the new, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=".current-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write((json.dumps(state, indent=2) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, Path(directory) / CURRENT)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(Path(directory))
+    """Replace current.json whole (readers see the old or the new)."""
+    from gating.train import replace_file
+
+    replace_file(Path(directory) / CURRENT, (json.dumps(state, indent=2) + "\n").encode())
 
 
 def promote(version_dir: Path) -> str:
@@ -178,7 +154,7 @@ def current_adapter(directory: Path, base_sha256: str) -> tuple[Path | None, str
         if not path.is_file():
             return None, f"adapter {name}: {ADAPTER} is missing"
         expected = (manifest.get("sha256") or {}).get(ADAPTER)
-        if expected and _sha256(path) != expected:
+        if expected and file_sha256(path) != expected:
             return None, f"adapter {name}: {ADAPTER} does not match its sha256 in the manifest"
         return path, None
     except Exception as e:  # never let an adapter take the server down
