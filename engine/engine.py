@@ -30,6 +30,7 @@ class EngineConfig:
     # characters from suggestions, fewer wrong ones shown; costs HumanEval infill pass@1 points.
     min_token_prob: float = 0.3
     budget: PromptBudget = field(default_factory=PromptBudget)
+    fim: bool = False  # the fill-in-the-middle prompt (fim/format.py): only for an adapter trained on it
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Engine:
         self.backend = backend
         self.config = config or EngineConfig()
         self.retriever = retriever
-        self.prompts = PromptBuilder(backend.count_tokens, self.config.budget)
+        self.prompts = PromptBuilder(backend.count_tokens, self.config.budget, fim=self.config.fim)
         self.cache = TypedAheadCache()
         self._heals = self.config.heal and getattr(backend, "supports_must_start", False)
 

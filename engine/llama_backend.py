@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from fim.format import SENTINEL_SPLIT, SENTINELS
+
 from .backend import BackendError, GenerationStats, Token
 from .model import check_gguf
 
@@ -99,13 +101,23 @@ class LlamaBackend:
         if eot is not None:
             self._eos.add(eot)
         self._pieces: dict[int, bytes] = {}
+        self._sentinels = {s: self._special_id(s) for s in SENTINELS}  # None where the vocabulary lacks it
 
     def _special_id(self, text: str) -> int | None:
         ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
         return ids[0] if len(ids) == 1 else None
 
     def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        """BOS and the text's tokens; the FIM sentinels (fim/format.py), which only the prompt builder
+        writes, as their special tokens."""
+        parts = SENTINEL_SPLIT.split(text)
+        ids = self.llm.tokenize(parts[0].encode("utf-8"), add_bos=True, special=False)
+        for i in range(1, len(parts), 2):
+            special = self._sentinels.get(parts[i])
+            rest = parts[i + 1] if special is not None else parts[i] + parts[i + 1]
+            ids += [special] if special is not None else []
+            ids += self.llm.tokenize(rest.encode("utf-8"), add_bos=False, special=False) if rest else []
+        return ids
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

@@ -1,7 +1,9 @@
 """Prompt assembly under a token budget, laid out so that typing at the cursor keeps the cached prefix.
 
-Layout: ``[context snippets][header: the file path][prefix window]``. The model has no fill-in-the-middle tokens, so the
-prompt is prefix-only and the suffix is used in post-processing.
+Layout: ``[context snippets][header: the file path][prefix window]``. The base model has no fill-in-the-middle
+tokens, so the prompt is prefix-only and the suffix is used in post-processing. With an adapter trained
+for it (`fim=True`, fim/format.py) the suffix window goes before the header, between two sentinels:
+``[context][SUFFIX][suffix window][MIDDLE][header][prefix window]``.
 
 KV reuse is what makes completion fast: llama.cpp keeps the evaluated tokens and only the part of the new
 prompt after the longest common prefix is evaluated again. Anything that moves the start of the prompt
@@ -76,9 +78,10 @@ class _LineTokens:
 
 
 class PromptBuilder:
-    def __init__(self, count_tokens: Callable[[str], int], budget: PromptBudget | None = None):
+    def __init__(self, count_tokens: Callable[[str], int], budget: PromptBudget | None = None, fim: bool = False):
         self.count_tokens = count_tokens
         self.budget = budget or PromptBudget()
+        self.fim = fim
         self._line_tokens = _LineTokens(count_tokens)
         self._block_tokens = _LineTokens(count_tokens)  # the context is kept while typing: so are its blocks
 
@@ -138,9 +141,16 @@ class PromptBuilder:
             snippets.append(snip)
             blocks.append(block)
         rendered = "".join(reversed(blocks))  # the best nearest the code, where a small model looks most
-        full = rendered + header + prefix
         tokens = used + self.count_tokens(header) + sum(self._line_tokens(l) for l in lines[start:line])
         tokens += self._line_tokens(cursor_prefix)
+        if self.fim:
+            from fim.format import SUFFIX_TOKENS, clean, layout, suffix_window
+
+            window = suffix_window(clean(suffix), lambda l: self._line_tokens(l) - 1, SUFFIX_TOKENS)
+            full = layout(clean(rendered), window, clean(header + prefix))
+            tokens += self.count_tokens(window) + 2
+        else:
+            full = rendered + header + prefix
         return Prompt(
             text=full,
             header=header,

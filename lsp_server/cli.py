@@ -11,6 +11,8 @@
     hindsight refresh [--db PATH ... | --pairs FILE] [--json]  DPO LoRA adapter from the pairs; promoted if better
     hindsight refresh --rollback                     the adapter promoted before the current one
     hindsight cold-start [--json]                    the first gate, from simulated sessions on the standard library
+    hindsight build-fim-data [--files N] [--out FILE] [--json]  fill-in-the-middle training examples (JSONL)
+    hindsight train-fim [--data FILE] [--steps N] [--resume] [--json]  a LoRA adapter that fills in the middle
     hindsight bench latency|infill|repo|bm25|gate|refresh  benchmarks (docs/BENCHMARKS.md)
 """
 
@@ -387,6 +389,47 @@ def cmd_cold_start(args) -> int:
     return 0
 
 
+def cmd_build_fim_data(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from evaluation import print_result
+    from fim.data import EXCLUDED, FimDataError, build
+
+    languages = [name.strip() for name in args.languages.split(",") if name.strip()]
+    console = Console(stderr=True)
+    try:
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+            task = progress.add_task("FIM examples", total=None)
+            summary = build(
+                Path(args.out),
+                files=args.files,
+                per_file=args.per_file,
+                seed=args.seed,
+                context=not args.no_context,
+                exclude=EXCLUDED if args.exclude is None else args.exclude,
+                languages=languages,
+                root=args.root,
+                window=args.window,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except FimDataError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+    print_result(summary, args.json)
+    return 0
+
+
+def cmd_train_fim(args) -> int:
+    from fim.train import FIMError, main as train_fim
+
+    try:
+        return train_fim(args)
+    except FIMError as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_bench(args) -> int:
     if args.bench == "gate":
         from evaluation.bench_gate import BenchError, main as gate
@@ -510,6 +553,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cold_start)
 
+    p = sub.add_parser("build-fim-data", help="fill-in-the-middle training examples with cross-file context (JSONL)")
+    p.add_argument("--out", default="fim-data.jsonl", metavar="FILE", help="where to write (default: ./fim-data.jsonl)")
+    p.add_argument("--files", type=int, default=None, metavar="N", help="files to use, split across the languages (default: all)")
+    p.add_argument("--per-file", type=int, default=8, metavar="K", help="examples per file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-context", action="store_true", help="no cross-file context (much faster)")
+    p.add_argument("--exclude", action="append", metavar="NAME",
+                   help="leave out packages and directories of this name (repeatable; giving any replaces the "
+                        "default: idlelib, asyncio, undici, what the benchmarks evaluate on)")
+    p.add_argument("--languages", default="python,javascript,typescript", help="comma-separated")
+    p.add_argument("--root", metavar="DIR", help="build from this directory (one package) instead of the "
+                                                 "standard library and npm packages")
+    p.add_argument("--window", type=int, metavar="CHARS", help="keep the last CHARS of each prefix and the first "
+                                                               "CHARS/2 of each suffix (default: the whole file)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_build_fim_data)
+
+    p = sub.add_parser("train-fim", help="LoRA SFT that teaches the model the fill-in-the-middle format")
+    p.add_argument("--data", default="fim-data.jsonl", metavar="FILE", help="build-fim-data's examples (.jsonl or .jsonl.gz)")
+    p.add_argument("--out", default="fim-adapter", metavar="DIR", help="checkpoints, adapter.gguf and manifest.json")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1000)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--max-seconds", type=float, default=None, help="fewer steps if they would take longer (the pace "
+                                                                   "is measured on the first ten)")
+    p.add_argument("--resume", action="store_true", help="go on from the checkpoint in --out")
+    p.add_argument("--model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train_fim)
+
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("latency", help="typing replay through the real server: p50/p95, cold start, RSS")
@@ -556,9 +629,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("bm25", help="BM25 query and update latency against rank-bm25, ~50k lines")
     b.set_defaults(func=cmd_bench)
-    b = bench.add_parser("infill", help="HumanEval single-line infilling, executed")
+    b = bench.add_parser("infill", help="HumanEval infilling (single-line, multi-line, random-span), executed")
     b.add_argument("--json", action="store_true")
-    b.add_argument("--limit", type=int, default=None, help="first N of the 1,033 tasks")
+    b.add_argument("--set", choices=("single", "multi", "span", "all"), default="single",
+                   help="which of the FIM paper's three sets (default single: 1,033 tasks)")
+    b.add_argument("--mode", choices=("prefix", "fim"), help="prompt format (default: what the adapter declares)")
+    b.add_argument("--adapter", metavar="GGUF", help="a LoRA adapter over the model (hindsight train-fim's)")
+    b.add_argument("--limit", type=int, default=None, help="first N tasks of each set")
+    b.add_argument("--sample", type=int, default=None, help="N tasks of each set drawn at random, seed 0 "
+                   "(default: all of single, 300 of multi and of span)")
     b.add_argument("--min-token-prob", type=float, default=None, help="override the engine's (0 = no truncation)")
     b.add_argument("--model")
     b.set_defaults(func=cmd_bench)

@@ -233,8 +233,11 @@ class HindsightServer(LanguageServer):
             self.engine_error = str(exc)
             self.tell(f"hindsight: {exc}; completions are off", types.MessageType.Error, key="engine")
             return None
+        from fim.format import FORMAT, declared_format
+
         c = opts.completion
         config = EngineConfig(
+            fim=declared_format(getattr(backend, "lora_path", None)) == FORMAT,
             max_tokens_single=c.max_tokens_single,
             max_tokens_multi=c.max_tokens_multi,
             max_lines=c.max_lines,
@@ -248,7 +251,7 @@ class HindsightServer(LanguageServer):
         )
         self.engine = Engine(backend, config, retriever=self._retrieve)
         log.info("model ready: %s", backend.name)
-        log.info("adapter: %s", self.adapter or "none (the base model)")
+        log.info("adapter: %s%s", self.adapter or "none (the base model)", " (fill-in-the-middle prompts)" if config.fim else "")
         return self.engine
 
     def find_adapter(self, model_path: Path) -> Path | None:
@@ -612,6 +615,7 @@ class HindsightServer(LanguageServer):
             "modelLoaded": self.engine is not None,
             "modelError": self.engine_error,
             "adapter": self.adapter,
+            "promptFormat": ("fim" if self.engine.config.fim else "prefix") if self.engine else None,
             "database": str(getattr(self.store, "path", "") or "") or None,
             "served": self.served,
             "index": None

@@ -40,6 +40,12 @@ class DPOConfig:
     pairs_per_step: int = 8  # gradients of this many pairs (consecutive in the log) make one step
     max_prompt_tokens: int = 384
     max_completion_tokens: int = 48
+    # Anchors (refresh/anchors.py): per step, the KL from the base model's next-token distribution to the
+    # adapted one's along this many lines of general code, times `anchor_weight` (0: no anchors).
+    anchor_weight: float = 1.0
+    anchors_per_step: int = 4
+    anchor_prompt_tokens: int = 256
+    anchor_top_k: int = 32  # the base distribution kept as its top k tokens plus the rest as one bin
     seed: int = 0
     targets: tuple[str, ...] = TARGETS
 
@@ -57,6 +63,14 @@ class Example:
 
 
 @dataclass
+class Anchor:
+    prompt: list[int]  # BOS, then the end of the code before the line
+    line: list[int]  # the line's tokens, its newline included
+    ref_ids: object = None  # (len(line), k) the base model's likeliest tokens at each position
+    ref_logps: object = None  # (len(line), k) their log-probs
+
+
+@dataclass
 class TrainStats:
     pairs: int = 0  # examples trained on (after encoding)
     skipped: int = 0  # pairs that encode to nothing (no tokens where chosen and rejected differ)
@@ -65,6 +79,7 @@ class TrainStats:
     reference_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)  # mean loss per epoch
     reward_accuracy: list[float] = field(default_factory=list)  # share of pairs with chosen ahead, per epoch
+    anchor_kl: list[float] = field(default_factory=list)  # mean per-token KL on the anchors, per epoch
 
     @property
     def pairs_per_minute(self) -> float:
@@ -96,6 +111,13 @@ def encode(tokenizer, prompt: str, chosen: str, rejected: str, config: DPOConfig
     if len(ids) > keep:
         ids = ids[:1] + ids[len(ids) - keep + 1 :]  # BOS, then the end
     return Example(ids, c, r)
+
+
+def encode_anchor(tokenizer, prefix: str, line: str, config: DPOConfig) -> Anchor:
+    ids = tokenizer(prefix[-8 * config.anchor_prompt_tokens :], add_special_tokens=True)["input_ids"]
+    if len(ids) > config.anchor_prompt_tokens:
+        ids = ids[:1] + ids[len(ids) - config.anchor_prompt_tokens + 1 :]
+    return Anchor(ids, tokenizer(line + "\n", add_special_tokens=False)["input_ids"][:32])
 
 
 class PromptCache:
@@ -152,10 +174,11 @@ class PromptCache:
         return cache
 
 
-def _logps(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], prompts: PromptCache):
-    """Summed log-probs of each completion after `prompt` (a tensor, one per completion), and their
-    token counts. The prompt runs without gradient (through `prompts`, which keeps its KV cache for
-    the next call); gradient flows through the completions."""
+def _token_logprobs(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], prompts: PromptCache):
+    """Next-token log-probs (over the whole vocabulary) at every completion position, after `prompt`:
+    (log_probs [positions, vocab], targets [positions], row of each position). The prompt runs without
+    gradient (through `prompts`, which keeps its KV cache for the next call); gradient flows through the
+    completions."""
     import torch
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -186,10 +209,34 @@ def _logps(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], p
     cap = getattr(inner.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    token_logps = torch.log_softmax(logits, dim=-1).gather(1, targets[mask].unsqueeze(1)).squeeze(1)
     rows = torch.arange(n, device=device).unsqueeze(1).expand(n, width)[mask]
-    sums = torch.zeros(n, dtype=token_logps.dtype, device=device).index_add(0, rows, token_logps)
-    return sums, mask.sum(1)
+    return torch.log_softmax(logits, dim=-1), targets[mask], rows
+
+
+def _logps(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], prompts: PromptCache):
+    """Summed log-probs of each completion after `prompt` (a tensor, one per completion), and their
+    token counts."""
+    import torch
+
+    log_probs, targets, rows = _token_logprobs(model, prompt, completions, prompts)
+    token_logps = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+    sums = torch.zeros(len(completions), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    return sums, torch.bincount(rows, minlength=len(completions))
+
+
+def _anchor_kl(model, anchor: Anchor):
+    """Mean per-token KL(base || model) along the anchor's line, both distributions reduced to the
+    base's top k tokens plus one bin for the rest (so it is a true KL, never negative)."""
+    import torch
+
+    log_probs, _, _ = _token_logprobs(model, anchor.prompt, [anchor.line], PromptCache())
+    ref = anchor.ref_logps.to(log_probs.device)
+    ids = anchor.ref_ids.to(log_probs.device)
+    top = log_probs.gather(1, ids)
+    ref_rest = torch.log1p(-ref.exp().sum(1).clamp(max=1 - 1e-6))
+    rest = torch.log1p(-top.exp().sum(1).clamp(max=1 - 1e-6))
+    kl = (ref.exp() * (ref - top)).sum(1) + ref_rest.exp() * (ref_rest - rest)
+    return kl.mean()
 
 
 def add_lora(model, config: DPOConfig):
@@ -206,8 +253,9 @@ def add_lora(model, config: DPOConfig):
     return get_peft_model(model, lora)
 
 
-def reference(model, examples: Iterable[Example]) -> None:
-    """Fill in each example's reference log-probs: the model with the adapter switched off."""
+def reference(model, examples: Iterable[Example], anchors: Iterable[Anchor] = (), top_k: int = 32) -> None:
+    """Fill in each example's reference log-probs, and each anchor's top-k distribution: the model with
+    the adapter switched off."""
     import torch
 
     prompts = PromptCache()
@@ -215,6 +263,10 @@ def reference(model, examples: Iterable[Example]) -> None:
         for ex in examples:
             sums, _ = _logps(model, ex.prompt, [ex.chosen, ex.rejected], prompts)
             ex.ref_chosen, ex.ref_rejected = float(sums[0]), float(sums[1])
+        for anchor in anchors:
+            log_probs, _, _ = _token_logprobs(model, anchor.prompt, [anchor.line], PromptCache())
+            top = log_probs.topk(top_k, dim=1)
+            anchor.ref_logps, anchor.ref_ids = top.values.cpu(), top.indices.cpu()
 
 
 def train(
@@ -222,11 +274,13 @@ def train(
     examples: list[Example],
     config: DPOConfig,
     *,
+    anchors: Sequence[Anchor] = (),
     progress: Callable[[str], None] | None = None,
     stats: TrainStats | None = None,
 ) -> TrainStats:
     """DPO plus the chosen text's mean NLL (RPO; `sft_weight`) on `model`, a PEFT LoRA model
-    (`add_lora`); in place.
+    (`add_lora`); in place. With `anchors`, each step also takes `anchors_per_step` of them (in turn)
+    and adds `anchor_weight` times their mean KL from the base model.
 
     `examples` in log order (by file, then time): a step takes consecutive ones, which share most of
     their prompt; the steps are shuffled each epoch."""
@@ -237,7 +291,8 @@ def train(
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    reference(model, examples)
+    anchors = list(anchors) if config.anchor_weight > 0 else []
+    reference(model, examples, anchors, config.anchor_top_k)
     stats.reference_seconds = time.perf_counter() - start
     stats.pairs = len(examples)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -247,9 +302,10 @@ def train(
     model.train()
     steps = [examples[i : i + config.pairs_per_step] for i in range(0, len(examples), config.pairs_per_step)]
     prompts = PromptCache()
+    turn = 0
     for epoch in range(config.epochs):
         rng.shuffle(steps)
-        losses, wins = [], 0
+        losses, wins, kls = [], 0, []
         for batch in steps:
             optimizer.zero_grad(set_to_none=True)
             prompts.clear()  # the weights changed at the last step
@@ -262,14 +318,24 @@ def train(
                 (loss / len(batch)).backward()
                 losses.append(float(loss.detach()))
                 wins += float(margin.detach()) > 0
+            if anchors:
+                taken = [anchors[(turn + i) % len(anchors)] for i in range(config.anchors_per_step)]
+                turn += config.anchors_per_step
+                for anchor in taken:
+                    kl = _anchor_kl(model, anchor)
+                    (config.anchor_weight * kl / len(taken)).backward()
+                    kls.append(float(kl.detach()))
             optimizer.step()
             schedule.step()
             stats.steps += 1
         stats.losses.append(sum(losses) / max(len(losses), 1))
         stats.reward_accuracy.append(wins / max(len(examples), 1))
+        if kls:
+            stats.anchor_kl.append(sum(kls) / len(kls))
         if progress:
             progress(f"epoch {epoch + 1}/{config.epochs}: loss {stats.losses[-1]:.4f}, "
-                     f"chosen ahead {stats.reward_accuracy[-1]:.0%}")
+                     f"chosen ahead {stats.reward_accuracy[-1]:.0%}"
+                     + (f", anchor KL {stats.anchor_kl[-1]:.4f}" if kls else ""))
     model.eval()
     stats.seconds = time.perf_counter() - start
     return stats

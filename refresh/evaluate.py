@@ -12,7 +12,6 @@ adapter that fixes the rejected suggestions by breaking the right ones.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,11 +96,9 @@ def replay(backend, items: list[ReplayItem]) -> dict:
 
 def infill(backend, tasks: int = INFILL_TASKS, seed: int = 0) -> float:
     """HumanEval single-line infilling pass@1 through the engine, on a fixed subset of `tasks` tasks."""
-    from evaluation.infill import load_tasks, run
+    from evaluation.infill import load_tasks, pick, run
 
-    every = load_tasks()
-    subset = sorted(random.Random(seed).sample(range(len(every)), min(tasks, len(every))))
-    return round(run([every[i] for i in subset], backend, prefix_only=False).pass_at_1, 4)
+    return round(run(pick(load_tasks(), tasks, seed), backend, raw=False).pass_at_1, 4)
 
 
 def backend_for(model_path: Path, adapter: Path | None = None):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -106,8 +107,9 @@ def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: P
     """Train on `pairs` and write the GGUF adapter to `out`; the training statistics."""
     import torch
 
+    from .anchors import anchor_texts
     from .base import load_base
-    from .dpo import add_lora, encode, lora_state, train
+    from .dpo import add_lora, encode, encode_anchor, lora_state, train
     from .gguf_adapter import write_adapter
 
     torch.manual_seed(config.seed)
@@ -117,8 +119,13 @@ def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: P
     examples = [e for p in _order(pairs) if (e := encode(tokenizer, p["prompt"], p["chosen"], p["rejected"], config))]
     if not examples:
         raise RefreshError("none of the pairs differ in a token once tokenized: nothing to train on")
+    anchors = []
+    if config.anchor_weight > 0:  # general code, none from the repositories the pairs come from
+        count = math.ceil(len(examples) / config.pairs_per_step) * config.anchors_per_step
+        texts = anchor_texts(count, exclude={p.get("repo") for p in pairs}, seed=config.seed)
+        anchors = [encode_anchor(tokenizer, prefix, line, config) for prefix, line in texts]
     peft_model = add_lora(model, config)
-    stats = train(peft_model, examples, config, progress=progress)
+    stats = train(peft_model, examples, config, anchors=anchors, progress=progress)
     write_adapter(lora_state(peft_model), alpha=config.alpha, out=out, base_gguf=model_path)
     del peft_model, model
     gc.collect()
@@ -131,6 +138,8 @@ def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: P
         "pairs_per_minute": round(stats.pairs_per_minute, 1),
         "loss": [round(x, 4) for x in stats.losses],
         "reward_accuracy": [round(x, 3) for x in stats.reward_accuracy],
+        "anchors": len(anchors),
+        "anchor_kl": [round(x, 4) for x in stats.anchor_kl],
     }
 
 

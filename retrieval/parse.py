@@ -146,7 +146,8 @@ def _js_imports(node: Node, text: Text) -> list[Import]:
             if part.type == "identifier":  # the default import
                 names.append(("default", text(part)))
             elif part.type in ("namespace_import", "namespace_export"):
-                alias = text(part.named_children[0])
+                # `* as name`; in `export * as default from` the name is a keyword, not a named child
+                alias = text((part.named_children or part.children)[-1])
             elif part.type in ("named_imports", "export_clause"):
                 for spec in part.named_children:
                     name, local = spec.child_by_field_name("name"), spec.child_by_field_name("alias")

@@ -35,7 +35,7 @@ def test_each_task_masks_a_non_blank_line_of_the_canonical_program(tasks, proble
         problem = problems[task.task_id.rsplit("/", 1)[0]]
         assert task.line.strip()
         assert "\n" not in task.line
-        assert task.prefix + task.line + "\n" + task.suffix == problem["prompt"] + problem["canonical_solution"]
+        assert task.prefix + task.line + task.suffix == problem["prompt"] + problem["canonical_solution"]
         # The document the engine sees: the same program with the masked line empty, the cursor on it.
         lines = task.document.split("\n")
         assert lines[task.cursor_line] == ""
@@ -43,6 +43,22 @@ def test_each_task_masks_a_non_blank_line_of_the_canonical_program(tasks, proble
         assert original[task.cursor_line] == task.line
         assert lines[: task.cursor_line] == original[: task.cursor_line]
         assert lines[task.cursor_line + 1 :] == original[task.cursor_line + 1 :]
+
+
+@pytest.mark.parametrize("kind", ["multi", "span"])
+def test_multi_line_and_random_span_sets(problems, kind):
+    tasks = derive_tasks(problems, kind)
+    assert len(tasks) == {"multi": 4782, "span": 1640}[kind]
+    assert derive_tasks(problems, kind) == tasks  # the same every run
+    for task in tasks:
+        problem = problems[task.task_id.rsplit("/", 1)[0]]
+        assert task.kind == kind and task.middle.strip()
+        assert task.prefix + task.middle + task.suffix == problem["prompt"] + problem["canonical_solution"]
+        assert task.document.split("\n")[task.cursor_line][: task.cursor_character] == task.prefix.rsplit("\n", 1)[-1]
+        if kind == "multi":
+            assert task.middle.count("\n") >= 1 and task.prefix.endswith("\n") and task.suffix.startswith("\n")
+    assert execute(tasks[0].program(tasks[0].middle)).passed
+    assert not execute(tasks[0].program("")).passed
 
 
 def test_whitespace_only_lines_are_blank(problems):

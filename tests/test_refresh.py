@@ -145,3 +145,51 @@ def test_rollback_restores_the_previous_adapter(tmp_path, monkeypatch):
     assert json.loads(done.stdout)["current"] == first.name
     assert current_name(directory) == first.name
     assert (directory / second.name / "adapter.gguf").is_file()  # kept
+
+
+def test_anchor_texts_are_general_code_outside_the_users_repositories():
+    import sysconfig
+
+    from refresh.anchors import anchor_texts, stdlib_files
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    everything = stdlib_files()
+    without = stdlib_files(exclude=[stdlib / "asyncio"])
+    assert any("asyncio" in p.parts for p in everything)
+    assert not any("asyncio" in p.parts for p in without) and len(without) < len(everything)
+    texts = anchor_texts(20, exclude=[stdlib / "asyncio"], seed=3)
+    assert texts == anchor_texts(20, exclude=[stdlib / "asyncio"], seed=3)  # the same every run
+    assert len(texts) == 20
+    for prefix, line in texts:
+        assert prefix.endswith("\n") and "\n" not in line and len(line.strip()) >= 8
+
+
+@pytest.mark.slow
+def test_anchor_kl_is_zero_for_the_base_and_pulls_a_moved_model_back():
+    import torch
+
+    from engine.model import resolve_model
+    from refresh.anchors import anchor_texts
+    from refresh.base import load_base
+    from refresh.dpo import DPOConfig, _anchor_kl, add_lora, encode_anchor, reference
+
+    model, tokenizer = load_base(resolve_model(None))
+    config = DPOConfig()
+    anchors = [encode_anchor(tokenizer, prefix, line, config) for prefix, line in anchor_texts(2)]
+    peft_model = add_lora(model, config)
+    reference(peft_model, [], anchors, config.anchor_top_k)
+    assert all(abs(float(_anchor_kl(peft_model, a))) < 1e-5 for a in anchors)  # the adapter starts at zero
+    torch.manual_seed(0)
+    lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    with torch.no_grad():
+        for p in lora_b:
+            p.normal_(0, 0.02)
+    kl = sum(_anchor_kl(peft_model, a) for a in anchors)
+    assert float(kl) > 0.001
+    kl.backward()
+    grad = torch.cat([p.grad.flatten() for p in lora_b]).norm()
+    size = torch.cat([p.detach().flatten() for p in lora_b]).norm()
+    with torch.no_grad():  # a small step down the KL's gradient brings the model back towards the base
+        for p in lora_b:
+            p -= 0.01 * float(size / grad) * p.grad
+    assert float(sum(_anchor_kl(peft_model, a) for a in anchors)) < float(kl)

@@ -674,3 +674,9 @@ def test_identifiers_near_spans_lines():
     assert identifiers_near(text, line, len(text.split("\n")[-1]), "python") == [
         "total", "table", "fmt", "shapes", "s", "area", "sum", "report",
     ]
+
+
+def test_export_star_as_a_keyword_name():
+    # `export * as default from` (ansi-escapes does it): the name is a keyword, not an identifier node
+    info = parse_file("a.js", "export * as default from './base.js'\nexport * as ns from './x.js'\n")
+    assert [(i.module, i.alias) for i in info.imports] == [("./base.js", "default"), ("./x.js", "ns")]
