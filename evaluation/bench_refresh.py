@@ -59,6 +59,7 @@ def run(
     epochs: int = 1,
     sft_weight: float = DPOConfig.sft_weight,
     learning_rate: float = DPOConfig.learning_rate,
+    anchor_weight: float = DPOConfig.anchor_weight,
     infill_tasks: int = 200,
     trl_steps: int = 1,
     work: Path | None = None,
@@ -91,7 +92,8 @@ def run(
     result = refresh(
         pairs=mined.pairs,
         accepted=_accepted_rows([train_db]),
-        config=DPOConfig(epochs=epochs, seed=seed, sft_weight=sft_weight, learning_rate=learning_rate),
+        config=DPOConfig(epochs=epochs, seed=seed, sft_weight=sft_weight, learning_rate=learning_rate,
+                         anchor_weight=anchor_weight),
         infill_tasks=infill_tasks,
         adapters=work / "adapters",
         progress=progress,
@@ -141,6 +143,8 @@ def run(
         "why": result["why"],
         "loss": result["loss"],
         "reward_accuracy": result["reward_accuracy"],
+        "anchor_weight": anchor_weight,
+        "anchor_kl": result["anchor_kl"],
         "files": {"train": train_run["files"], "held_out": before["files"]},
         "work": str(work),
     }
@@ -174,7 +178,9 @@ def plot(result: dict, path: Path) -> None:
 def main(args) -> int:
     result = run(Path(args.repo), files=args.files, held_out_files=args.held_out_files, sites=args.sites,
                  seed=args.seed, pace_ms=args.pace_ms, epochs=args.epochs,
-                 sft_weight=args.sft_weight, learning_rate=args.learning_rate, infill_tasks=args.infill_tasks,
+                 sft_weight=args.sft_weight, learning_rate=args.learning_rate,
+                 anchor_weight=DPOConfig.anchor_weight if args.anchor_weight is None else args.anchor_weight,
+                 infill_tasks=args.infill_tasks,
                  trl_steps=args.trl_steps, train_db=Path(args.train_db) if args.train_db else None,
                  progress=(lambda m: None) if args.json else print)
     if args.plot:

@@ -620,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, default=1)
     b.add_argument("--sft-weight", type=float, default=1.0, help="weight of the chosen text's NLL beside DPO's loss")
     b.add_argument("--learning-rate", type=float, default=5e-4)
+    b.add_argument("--anchor-weight", type=float, default=None,
+                   help="the anchors' KL weight (refresh/anchors.py; default: DPOConfig's, 0: none)")
     b.add_argument("--infill-tasks", type=int, default=200)
     b.add_argument("--trl-steps", type=int, default=1, help="steps of TRL's default DPO to time (4 pairs each; 0: skip)")
     b.add_argument("--train-db", metavar="PATH", help="the training side's sessions, already simulated (--keep'd train.db)")

@@ -5,7 +5,9 @@ that raised held-out acceptance by 37% cost 5 points of HumanEval single-line in
 BENCHMARKS.md, refresh). The trainer (refresh/dpo.py) adds, at each step, the KL divergence from the
 base model's next-token distribution to the adapted one's along a few lines of code from elsewhere: the
 Python standard library's multi-file packages, which every machine that runs hindsight has. Files under
-the user's own repositories are never used (their code is what the pairs teach).
+the user's own repositories are never used (their code is what the pairs teach). Measured (docs/
+BENCHMARKS.md, refresh: anchors): at weight 5 the loss on all 1,033 single-line tasks is 2.2 points, the
+replay's gain kept; it narrows the loss, it does not close it.
 """
 
 from __future__ import annotations

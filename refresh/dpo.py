@@ -42,7 +42,7 @@ class DPOConfig:
     max_completion_tokens: int = 48
     # Anchors (refresh/anchors.py): per step, the KL from the base model's next-token distribution to the
     # adapted one's along this many lines of general code, times `anchor_weight` (0: no anchors).
-    anchor_weight: float = 1.0
+    anchor_weight: float = 5.0
     anchors_per_step: int = 4
     anchor_prompt_tokens: int = 256
     anchor_top_k: int = 32  # the base distribution kept as its top k tokens plus the rest as one bin
