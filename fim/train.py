@@ -1,6 +1,7 @@
 """`hindsight train-fim`: LoRA SFT that teaches the embedded model the FIM format (fim/format.py).
 
-    hindsight train-fim [--data fim-data.jsonl] [--steps N] [--batch-size B] [--out DIR] [--resume] [--json]
+    hindsight train-fim [--data fim-data.jsonl] [--steps N] [--batch-size B] [--max-seconds S] [--out DIR]
+                        [--resume] [--json]
 
 The examples come from `hindsight build-fim-data` (JSONL, or JSONL.gz). Each is encoded as the engine will
 prompt: cross-file context, the suffix window, the header and prefix, with the cursor's partial word
@@ -12,9 +13,9 @@ draws only single-line spans (the product's main case), the rest draws from ever
 A run checkpoints to `--out` every `checkpoint_every` steps (adapter, optimizer, step); `--resume`
 continues from there, drawing the same batches it would have drawn. The same code runs on a GPU when one
 is there (bfloat16 autocast). The result in `--out`: `adapter.gguf` and `manifest.json` (the recipe, the
-data's sha256, the seed, the losses); `hindsight bench infill --mode fim --adapter DIR/adapter.gguf`
-measures it, and `--promote` makes it the served adapter when it passes more single-line tasks than the
-model serves now.
+data's sha256, the seed, the losses); `hindsight bench infill --set all --adapter DIR/adapter.gguf`
+measures it (in the format its manifest declares). It is not promoted into the served adapters by this
+command: no FIM adapter has yet measured better than the base model (docs/BENCHMARKS.md, infill).
 """
 
 from __future__ import annotations
