@@ -154,6 +154,8 @@ def split(examples: list[Encoded], rows: list[dict], config: FIMConfig) -> tuple
     train, valid = [], []
     for e, row in zip(examples, rows):
         (valid if _held_out(row, share) else train).append(e)
+    if not train:  # too few files to spare any: no validation
+        return valid, []
     return train, valid[: config.validation]
 
 
@@ -326,8 +328,8 @@ def train(
             "train_seconds_this_run": round(seconds, 1),
             "device": "cuda" if cuda else "cpu",
             "steps_skipped_non_finite": skipped,
-            "validation_loss_base": base_valid,
-            "validation_loss": round(after_valid, 4),
+            "validation_loss_base": None if base_valid is None or math.isnan(base_valid) else round(base_valid, 4),
+            "validation_loss": None if math.isnan(after_valid) else round(after_valid, 4),
             "loss_first_25": round(sum(losses[:25]) / max(1, len(losses[:25])), 4),
             "loss_last_25": round(sum(losses[-25:]) / max(1, len(losses[-25:])), 4),
         },

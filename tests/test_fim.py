@@ -183,3 +183,25 @@ async def test_the_server_prompts_in_the_format_its_adapter_declares(tmp_path, m
     answers, status, logged, messages, _ = await _serve(tmp_path, model_path)
     assert status["promptFormat"] == "fim" and status["adapter"]
     assert SUFFIX in logged[0]["prompt"] and MIDDLE in logged[0]["prompt"]
+
+
+def test_the_command_trains_refuses_to_overwrite_and_resumes(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    out = tmp_path / "run"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lsp_server", "train-fim", "--data", str(data), "--out", str(out),
+                               *args], capture_output=True, text=True, timeout=600)
+
+    first = cli("--steps", "1", "--batch-size", "1", "--json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout.strip().splitlines()[-1])
+    assert result["steps"] == 1 and result["examples"]["train"] == 4 and (out / "adapter.gguf").is_file()
+    again = cli("--steps", "1")
+    assert again.returncode == 2 and "--resume" in again.stderr and "\n" not in again.stderr.strip()
+    resumed = cli("--resume", "--json")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 1
