@@ -528,12 +528,12 @@ class LlamaSampler:
         return out
 
     def _sample(self, prompt: str, stop: Callable[[str], bool] | None) -> str | None:
-        from engine.engine import heal_text
+        from engine.engine import heal_split
 
         backend = self.backend
-        heal = heal_text(prompt[prompt.rfind("\n") + 1 :])
+        head, heal = heal_split(prompt)
         max_tokens = self.max_tokens
-        tokens = backend.tokenize(prompt[: len(prompt) - len(heal)])
+        tokens = backend.tokenize(head)
         room = backend.n_ctx - max_tokens - 1
         if len(tokens) > room:  # keep the end, as the backend does
             tokens = tokens[:1] + tokens[len(tokens) - room + 1 :]

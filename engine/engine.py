@@ -98,6 +98,13 @@ def heal_text(cursor_line_prefix: str, limit: int = 40) -> str:
     return match.group() if match else ""
 
 
+def heal_split(prompt: str) -> tuple[str, str]:
+    """(`prompt` without the partial word at its end, that partial word): what the engine gives the model,
+    and the text its generation must begin with (token healing)."""
+    heal = heal_text(prompt[prompt.rfind("\n") + 1 :])
+    return prompt[: len(prompt) - len(heal)], heal
+
+
 def split_at_cursor(text: str, line: int, character: int, lines: list[str] | None = None) -> tuple[str, str, str]:
     """(document text before the cursor, rest of the cursor line, document text after the cursor)."""
     lines = text.split("\n") if lines is None else lines

@@ -33,12 +33,22 @@ COMMENT = {
 }
 
 
+def header(path: str, language: str | None) -> str:
+    """The prompt's first line about the file: its path, as a comment of its language."""
+    return f"{COMMENT.get(language or '', '#')} {path}\n" if path else ""
+
+
 @dataclass(frozen=True)
 class Snippet:
     source: str  # path and line range the snippet came from ('a/b.py:10-24')
     text: str
     score: float = 0.0
     origin: str = ""  # how it was found: 'graph' (an imported definition) or 'bm25'
+
+
+def block(snippet: Snippet, language: str | None) -> str:
+    """A context snippet as the prompt holds it: where it came from, as a comment, then its text."""
+    return f"{COMMENT.get(language or '', '#')} {snippet.source}\n{snippet.text.rstrip()}\n\n"
 
 
 @dataclass
@@ -127,33 +137,32 @@ class PromptBuilder:
             size += len(rest) + 1
         suffix = "\n".join(suffix_parts)[: self.budget.suffix_chars]
 
-        mark = COMMENT.get(language or "", "#")
-        header = f"{mark} {path}\n" if path else ""
+        head = header(path, language)
         snippets: list[Snippet] = []
         blocks: list[str] = []
         used = 0
         for snip in context or []:  # best first: the best that fit the budget
-            block = f"{mark} {snip.source}\n{snip.text.rstrip()}\n\n"
-            cost = self._block_tokens(block) - 1
+            piece = block(snip, language)
+            cost = self._block_tokens(piece) - 1
             if used + cost > self.budget.context_tokens:
                 continue
             used += cost
             snippets.append(snip)
-            blocks.append(block)
+            blocks.append(piece)
         rendered = "".join(reversed(blocks))  # the best nearest the code, where a small model looks most
-        tokens = used + self.count_tokens(header) + sum(self._line_tokens(l) for l in lines[start:line])
+        tokens = used + self.count_tokens(head) + sum(self._line_tokens(l) for l in lines[start:line])
         tokens += self._line_tokens(cursor_prefix)
         if self.fim:
             from fim.format import SUFFIX_TOKENS, clean, layout, suffix_window
 
             window = suffix_window(clean(suffix), lambda l: self._line_tokens(l) - 1, SUFFIX_TOKENS)
-            full = layout(clean(rendered), window, clean(header + prefix))
+            full = layout(clean(rendered), window, clean(head + prefix))
             tokens += self.count_tokens(window) + 2
         else:
-            full = rendered + header + prefix
+            full = rendered + head + prefix
         return Prompt(
             text=full,
-            header=header,
+            header=head,
             context=snippets,
             prefix=prefix,
             suffix=suffix,

@@ -54,6 +54,7 @@ from pathlib import Path
 
 TIMEOUT_S = 5.0
 MAX_TOKENS_PREFIX_ONLY = 48  # the engine's single-line budget (EngineConfig.max_tokens_single)
+PATH = "solution.py"  # the file each task is, as the prompt's header names it
 MAX_TOKENS_MULTI = 160  # the engine's multi-line budget (EngineConfig.max_tokens_multi)
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 
@@ -201,7 +202,7 @@ def request(task: InfillTask):
         line=task.cursor_line,
         character=task.cursor_character,
         language="python",
-        path="solution.py",
+        path=PATH,
     )
 
 
@@ -216,14 +217,14 @@ def complete_raw(backend, task: InfillTask, fim: bool = False) -> str:
     know where to stop; this favours it), at most `MAX_TOKENS_PREFIX_ONLY` tokens for one line and
     `MAX_TOKENS_MULTI` for more. The cursor's partial word is healed (a span can begin mid-word)."""
     from engine.backend import GenerationStats
-    from engine.engine import heal_text
+    from engine.engine import heal_split
+    from engine.prompt import header
 
     from fim.format import SUFFIX_TOKENS, layout, suffix_window
 
-    heal = heal_text(task.prefix.rsplit("\n", 1)[-1])
-    head = task.prefix[: len(task.prefix) - len(heal)]
+    head, heal = heal_split(task.prefix)
     if fim:
-        head = layout("", suffix_window(task.suffix, backend.count_tokens, SUFFIX_TOKENS), "# solution.py\n" + head)
+        head = layout("", suffix_window(task.suffix, backend.count_tokens, SUFFIX_TOKENS), header(PATH, "python") + head)
     lines = task.middle.count("\n") + 1
     max_tokens = MAX_TOKENS_PREFIX_ONLY if lines == 1 else MAX_TOKENS_MULTI
     extra = {"must_start": heal} if heal and getattr(backend, "supports_must_start", False) else {}

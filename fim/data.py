@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from engine.prompt import COMMENT
+from engine.prompt import block
 from engine.syntax import parse
 
 KIND_WEIGHTS = {
@@ -653,19 +653,18 @@ def context_for(index, f: SourceFile, prefix: str, suffix: str, budget: int = CO
     line = prefix.count("\n")
     character = len(prefix) - (prefix.rfind("\n") + 1)
     index.update(f.rel, document)
-    mark = COMMENT.get(f.language, "#")
     picked, used = [], 0
     for snippet in retrieve(index, f.rel, document, line, character):
-        block = f"{mark} {snippet.source}\n{snippet.text.rstrip()}\n\n"  # engine.prompt.PromptBuilder's
-        if used + len(block) > budget:
+        text = block(snippet, f.language)  # as engine.prompt.PromptBuilder renders it
+        if used + len(text) > budget:
             continue
-        used += len(block)
+        used += len(text)
         match = _SNIPPET_PATH.match(snippet.source)
         picked.append({
             "path": match.group(1) if match else snippet.source,
             "source": snippet.source,
             "origin": snippet.origin,
-            "text": block,
+            "text": text,
         })
     return picked
 

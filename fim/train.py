@@ -99,17 +99,17 @@ def data_sha256(path: Path) -> str:
 
 def encode(tokenizer, example: dict, config: FIMConfig) -> Encoded | None:
     """Token ids as the engine will prompt (fim.format.layout), healed, each part cut to its budget."""
-    from engine.engine import heal_text
-    from engine.prompt import COMMENT
+    from engine.engine import heal_split
+    from engine.prompt import header
 
     from .format import MIDDLE, SUFFIX, clean, suffix_window
 
     language = example.get("language") or "python"
     prefix, middle, suffix = clean(example["prefix"]), clean(example["middle"]), clean(example["suffix"])
-    heal = heal_text(prefix.rsplit("\n", 1)[-1])
-    prefix, middle = prefix[: len(prefix) - len(heal)], heal + middle
+    prefix, heal = heal_split(prefix)
+    middle = heal + middle
     path = example.get("path") or (example.get("source") or "").split("/", 1)[-1]
-    header = f"{COMMENT.get(language, '#')} {path}\n" if path else ""
+    head = header(path, language)
 
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -127,14 +127,14 @@ def encode(tokenizer, example: dict, config: FIMConfig) -> Encoded | None:
     suffix_ids = ids(window)[: config.suffix_tokens]
     # The prefix: whole lines from the end while they fit (the engine's window, without its anchoring)
     lines = prefix.split("\n")
-    room = config.prefix_tokens - len(ids(header)) - len(ids(lines[-1]))
+    room = config.prefix_tokens - len(ids(head)) - len(ids(lines[-1]))
     start = len(lines) - 1
     for size in reversed(counts(lines[:-1])):
         if size + 1 > room:
             break
         room -= size + 1
         start -= 1
-    before = ids(header + "\n".join(lines[start:]))[-config.prefix_tokens :]
+    before = ids(head + "\n".join(lines[start:]))[-config.prefix_tokens :]
     mid = ids(middle)[: config.middle_tokens - 1] + [tokenizer.eos_token_id]
     if len(mid) < 2:
         return None

@@ -17,7 +17,7 @@ import sysconfig
 from pathlib import Path
 from typing import Iterable
 
-# The standard library's multi-file packages (the cold start simulates on the same ones).
+# The standard library's multi-file packages: the cold start's (gating/cold_start.py), and five more.
 PACKAGES = ("json", "email", "importlib", "http", "logging", "concurrent", "urllib", "xml", "unittest",
             "multiprocessing", "asyncio", "sqlite3", "collections", "ctypes", "tomllib", "zoneinfo", "wsgiref")
 MAX_FILE_BYTES = 200_000

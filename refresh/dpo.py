@@ -87,17 +87,10 @@ class TrainStats:
         return self.pairs * max(len(self.losses), 1) * 60.0 / self.seconds if self.seconds else 0.0
 
 
-def heal_split(prompt: str) -> tuple[str, str]:
-    """(prompt as the model was given it, the text its generation had to begin with): the engine's
-    token healing, so that training sees the tokens generation produced."""
-    from engine.engine import heal_text
-
-    heal = heal_text(prompt.rsplit("\n", 1)[-1])
-    return prompt[: len(prompt) - len(heal)], heal
-
-
 def encode(tokenizer, prompt: str, chosen: str, rejected: str, config: DPOConfig) -> Example | None:
-    head, heal = heal_split(prompt)
+    from engine.engine import heal_split
+
+    head, heal = heal_split(prompt)  # the engine's token healing: training sees the tokens generation produced
     ids = tokenizer(head, add_special_tokens=True)["input_ids"]
     c = tokenizer(heal + chosen, add_special_tokens=False)["input_ids"][: config.max_completion_tokens]
     r = tokenizer(heal + rejected, add_special_tokens=False)["input_ids"][: config.max_completion_tokens]

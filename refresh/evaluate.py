@@ -49,7 +49,7 @@ def suggest(backend, prompt: str, lines: int = 1, max_tokens: int = MAX_TOKENS, 
     (an adapter that makes the model unsure shows as shorter, or no, suggestions)."""
     from engine.backend import GenerationStats
 
-    from .dpo import heal_split
+    from engine.engine import heal_split
 
     head, heal = heal_split(prompt)
     min_logprob = math.log(min_token_prob) if min_token_prob > 0 else -math.inf

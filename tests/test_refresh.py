@@ -81,7 +81,7 @@ def test_held_out_split_is_stable_and_about_a_fifth():
 def _margin(model_path: Path, adapter: Path | None, prompt: str, chosen: str, rejected: str) -> float:
     """log p(chosen) - log p(rejected) after `prompt`, under llama.cpp (the served model)."""
     from engine.llama_backend import LlamaBackend
-    from refresh.dpo import heal_split
+    from engine.engine import heal_split
 
     backend = LlamaBackend(model_path, n_ctx=512, lora_path=adapter)
     llm = backend.llm
