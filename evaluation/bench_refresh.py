@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from refresh.dpo import DPOConfig
+from refresh.evaluate import INFILL_TASKS
 
 from . import print_result
 
@@ -60,7 +61,7 @@ def run(
     sft_weight: float = DPOConfig.sft_weight,
     learning_rate: float = DPOConfig.learning_rate,
     anchor_weight: float = DPOConfig.anchor_weight,
-    infill_tasks: int = 200,
+    infill_tasks: int = INFILL_TASKS,
     trl_steps: int = 1,
     work: Path | None = None,
     train_db: Path | None = None,
@@ -139,6 +140,8 @@ def run(
         "infill_after": result["infill_after"],
         "replay_acceptance_before": result["acceptance_before"],
         "replay_acceptance_after": result["acceptance_after"],
+        "scale": result["scale"],
+        "tried": result["tried"],
         "promoted": result["promoted"],
         "why": result["why"],
         "loss": result["loss"],

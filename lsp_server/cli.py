@@ -512,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--rollback", action="store_true", help="make the adapter promoted before the current one current again")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--no-sample", action="store_true", help="with --db: only pairs with a written chosen")
-    p.add_argument("--infill-tasks", type=int, default=200, metavar="N", help="HumanEval single-line tasks to check (0: skip)")
+    p.add_argument("--infill-tasks", type=int, default=1033, metavar="N",
+                   help="HumanEval single-line tasks to check (default: all 1,033; fewer: a fixed subset; 0: skip)")
     p.add_argument("--no-promote", action="store_true", help="measure and keep the adapter, but do not promote it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_refresh)
@@ -622,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--learning-rate", type=float, default=5e-4)
     b.add_argument("--anchor-weight", type=float, default=None,
                    help="the anchors' KL weight (refresh/anchors.py; default: DPOConfig's, 0: none)")
-    b.add_argument("--infill-tasks", type=int, default=200)
+    b.add_argument("--infill-tasks", type=int, default=1033)
     b.add_argument("--trl-steps", type=int, default=1, help="steps of TRL's default DPO to time (4 pairs each; 0: skip)")
     b.add_argument("--train-db", metavar="PATH", help="the training side's sessions, already simulated (--keep'd train.db)")
     b.add_argument("--keep", action="store_true", help="keep the work directory (databases, adapter)")

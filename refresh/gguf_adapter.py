@@ -100,11 +100,31 @@ def adapter_tensors(lora_state: dict, shapes: dict[str, tuple[int, ...]]) -> dic
 def write_adapter(lora_state: dict, *, alpha: float, out: Path, base_gguf: Path) -> Path:
     """Write the LoRA in `lora_state` (PEFT keys, torch tensors or arrays) as a GGUF adapter for the model
     in `base_gguf`. Written to a temporary file beside `out` and renamed: `out` is never half written."""
+    arch, shapes = _base_info(Path(base_gguf))
+    return _write(arch, adapter_tensors(lora_state, shapes), alpha, Path(out))
+
+
+def scale_adapter(src: Path, out: Path, factor: float) -> Path:
+    """The adapter in `src` with its effect times `factor` (its alpha scaled; the weights as they are),
+    written to `out`: a point on the line from the base model (0) to the trained adapter (1). The factor
+    must be positive: llama.cpp reads an alpha of 0 as no scaling at all."""
+    from gguf import GGUFReader, Keys
+
+    if not factor > 0:
+        raise ValueError(f"an adapter's scale must be positive, not {factor}")
+
+    reader = GGUFReader(src)
+    alpha = reader.get_field(Keys.Adapter.LORA_ALPHA)
+    arch = reader.get_field("general.architecture")
+    if alpha is None or arch is None:
+        raise ValueError(f"{src} is not a GGUF LoRA adapter (no {Keys.Adapter.LORA_ALPHA})")
+    tensors = {t.name: np.array(t.data, dtype=np.float32) for t in reader.tensors}
+    return _write(arch.contents(), tensors, float(alpha.contents()) * factor, Path(out))
+
+
+def _write(arch: str, tensors: dict[str, np.ndarray], alpha: float, out: Path) -> Path:
     from gguf import GGUFType, GGUFWriter, Keys
 
-    out = Path(out)
-    arch, shapes = _base_info(Path(base_gguf))
-    tensors = adapter_tensors(lora_state, shapes)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:

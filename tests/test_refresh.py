@@ -110,7 +110,7 @@ def _margin(model_path: Path, adapter: Path | None, prompt: str, chosen: str, re
 def test_tiny_refresh_makes_an_adapter_llama_cpp_loads_that_moves_towards_chosen(tmp_path):
     from engine.model import resolve_model
     from refresh.dpo import DPOConfig
-    from refresh.gguf_adapter import check_adapter
+    from refresh.gguf_adapter import check_adapter, scale_adapter
     from refresh.job import train_adapter
 
     model_path = resolve_model(None)
@@ -124,6 +124,12 @@ def test_tiny_refresh_makes_an_adapter_llama_cpp_loads_that_moves_towards_chosen
     after = _margin(model_path, adapter, pair["prompt"], pair["chosen"], pair["rejected"])
     # The adapter was trained to prefer chosen: llama.cpp, over the quantized base, must agree.
     assert after > before + 1.0, (before, after)
+    # Scaled by a half, it moves the model part of the way.
+    half = scale_adapter(adapter, tmp_path / "half.gguf", 0.5)
+    middle = _margin(model_path, half, pair["prompt"], pair["chosen"], pair["rejected"])
+    assert before + 0.25 < middle < after - 0.25, (before, middle, after)
+    with pytest.raises(ValueError):
+        scale_adapter(adapter, tmp_path / "none.gguf", 0.0)  # llama.cpp reads alpha 0 as "no scaling": 1
 
 
 def test_rollback_restores_the_previous_adapter(tmp_path, monkeypatch):
