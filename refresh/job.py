@@ -209,7 +209,7 @@ def refresh(
     for scale in SCALES:
         candidate = adapter
         if scale != 1:
-            say(f"infilling fell from {before['infill']:.3f} to {after['infill']:.3f}: the adapter at {scale:g}")
+            say(f"infilling fell from {before['infill']:.3f} to {tried[-1][2]:.3f}: the adapter at {scale:g}")
             candidate = scale_adapter(adapter, work / f"adapter-{scale:g}.gguf", scale)
         after = measure(model_path, candidate, items, infill_tasks)
         tried.append([scale, after["acceptance"], after.get("infill")])
