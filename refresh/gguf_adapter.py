@@ -112,7 +112,6 @@ def scale_adapter(src: Path, out: Path, factor: float) -> Path:
 
     if not factor > 0:
         raise ValueError(f"an adapter's scale must be positive, not {factor}")
-
     reader = GGUFReader(src)
     alpha = reader.get_field(Keys.Adapter.LORA_ALPHA)
     arch = reader.get_field("general.architecture")
