@@ -54,8 +54,8 @@ from pathlib import Path
 
 TIMEOUT_S = 5.0
 MAX_TOKENS_PREFIX_ONLY = 48  # the engine's single-line budget (EngineConfig.max_tokens_single)
-PATH = "solution.py"  # the file each task is, as the prompt's header names it
 MAX_TOKENS_MULTI = 160  # the engine's multi-line budget (EngineConfig.max_tokens_multi)
+PATH = "solution.py"  # the file each task is, as the prompt's header names it
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 # Prepended to every candidate program: a memory cap, so that a line like `[0] * 10**12` fails instead of

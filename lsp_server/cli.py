@@ -465,6 +465,8 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from refresh.evaluate import INFILL_TASKS  # standard library only: the parser stays quick to build
+
     parser = argparse.ArgumentParser(prog="hindsight", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"hindsight {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0)
@@ -512,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--rollback", action="store_true", help="make the adapter promoted before the current one current again")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--no-sample", action="store_true", help="with --db: only pairs with a written chosen")
-    p.add_argument("--infill-tasks", type=int, default=1033, metavar="N",
+    p.add_argument("--infill-tasks", type=int, default=INFILL_TASKS, metavar="N",
                    help="HumanEval single-line tasks to check (default: all 1,033; fewer: a fixed subset; 0: skip)")
     p.add_argument("--no-promote", action="store_true", help="measure and keep the adapter, but do not promote it")
     p.add_argument("--json", action="store_true")
@@ -623,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--learning-rate", type=float, default=5e-4)
     b.add_argument("--anchor-weight", type=float, default=None,
                    help="the anchors' KL weight (refresh/anchors.py; default: DPOConfig's, 0: none)")
-    b.add_argument("--infill-tasks", type=int, default=1033)
+    b.add_argument("--infill-tasks", type=int, default=INFILL_TASKS)
     b.add_argument("--trl-steps", type=int, default=1, help="steps of TRL's default DPO to time (4 pairs each; 0: skip)")
     b.add_argument("--train-db", metavar="PATH", help="the training side's sessions, already simulated (--keep'd train.db)")
     b.add_argument("--keep", action="store_true", help="keep the work directory (databases, adapter)")
