@@ -57,7 +57,7 @@ beforeEach(() => {
 afterEach(async () => {
   await extension.deactivate();
   for (const d of context.subscriptions) d.dispose();
-  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }); // the server may still be writing its last lines
 });
 
 test('activation starts the server with only the options the user set and shows the acceptance rate', async () => {

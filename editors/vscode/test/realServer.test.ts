@@ -59,6 +59,6 @@ test('completion, accept, reject, statistics and reload with the real server', {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;
     }
-    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }); // the server may still be writing its last lines
   }
 });
