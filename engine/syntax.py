@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 from urllib.parse import unquote, urlparse
 
 import tree_sitter
@@ -77,6 +78,15 @@ _parsers: dict[str, tree_sitter.Parser | None] = {}
 # A tree-sitter parser is not safe to use from two threads at once; each language's parser has a lock.
 _locks: dict[str, threading.Lock] = {language: threading.Lock() for language in LANGUAGES}
 _init_lock = threading.Lock()
+# Parses with a time budget (the workspace index's) have parsers of their own: they never hold the lock
+# a completion's parse waits for.
+_budget_parsers: dict[str, tree_sitter.Parser | None] = {}
+_budget_locks: dict[str, threading.Lock] = {language: threading.Lock() for language in LANGUAGES}
+_budget_buffers: dict[str, memoryview] = {}  # the source of a budgeted parse is copied here (see _parse_within)
+
+
+class ParseTimeout(Exception):
+    """A parse ran past its time budget and was stopped."""
 
 
 def language_for(path_or_uri: str) -> str | None:
@@ -120,12 +130,15 @@ def _load(language: str) -> tree_sitter.Parser | None:
 
 
 def parse(
-    text: str | bytes, language: str | None, *, old_tree: tree_sitter.Tree | None = None
+    text: str | bytes, language: str | None, *, old_tree: tree_sitter.Tree | None = None, timeout: float | None = None
 ) -> tree_sitter.Tree | None:
     """The syntax tree of `text` (str, or UTF-8 bytes), or None when there is no parser for `language`.
 
     `old_tree`, already brought in line with `text` by `Tree.edit`, makes the parse incremental.
+    `timeout` (seconds): a parse that runs longer is stopped and raises ParseTimeout (see `_parse_within`).
     """
+    if timeout is not None:
+        return _parse_within(text, language, old_tree, timeout)
     parser = parser_for(language)
     if parser is None:
         return None
@@ -138,6 +151,67 @@ def parse(
     except Exception as exc:
         log.warning("tree-sitter parse failed for %s: %s", language, exc)
         return None
+
+
+def _parse_within(
+    text: str | bytes, language: str | None, old_tree: tree_sitter.Tree | None, timeout: float
+) -> tree_sitter.Tree | None:
+    """A parse stopped after `timeout` seconds (ParseTimeout), on a parser of its own.
+
+    py-tree-sitter 0.26 calls `progress_callback` only when the source comes through a read callback
+    (given bytes it warns and ignores it), so the source is read through one. That also lets other
+    threads run: a parse of bytes holds the GIL from start to end (measured: 1 s for 420 KB of
+    unbalanced brackets, every other thread stopped), a callback parse gives it up at each callback.
+
+    Two faults of py-tree-sitter 0.26.1 shape the callback. It keeps a reference to each object the
+    callback returns (every chunk of every file would stay in memory): so it returns views of one
+    buffer per language, which lives on anyway; what leaks is a view object or two per parse (about
+    300 bytes). And Node.text, which reads through the callback again, crashes on a view: once the
+    parse is done the callback returns bytes (leaking those: retrieval.parse does not use Node.text).
+    A stopped parser would resume the stopped parse on its next call, whatever the text: it is reset.
+    """
+    if not isinstance(language, str) or language not in _GRAMMARS:
+        return None
+    with _budget_locks[language]:
+        if language not in _budget_parsers:
+            _budget_parsers[language] = _load(language)
+        parser = _budget_parsers[language]
+        if parser is None:
+            return None
+        source = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+        size = len(source)
+        buffer = _budget_buffers.get(language)
+        if buffer is None or len(buffer) < size:  # a new one; the old one stays with the views it leaked
+            buffer = _budget_buffers[language] = memoryview(bytearray(max(size, 2 * len(buffer or b""), 1 << 16)))
+        buffer[:size] = source
+        parsing = True
+        start = time.perf_counter()
+        deadline = start + timeout
+        stopped = False
+
+        def read(offset: int, _point: tree_sitter.Point) -> bytes | memoryview:
+            if parsing and size - offset > 64:
+                return buffer[offset:size]
+            return source[offset : offset + 1024]  # a short tail, or Node.text after the parse
+
+        def past_deadline(_offset: int, _has_error: bool) -> bool:  # True stops the parse; never raises
+            nonlocal stopped
+            stopped = time.perf_counter() > deadline
+            return stopped
+
+        try:
+            if old_tree is None:  # (None is not accepted for old_tree)
+                return parser.parse(read, progress_callback=past_deadline)
+            return parser.parse(read, old_tree, progress_callback=past_deadline)
+        except Exception as exc:
+            parser.reset()
+            if stopped:
+                elapsed = time.perf_counter() - start
+                raise ParseTimeout(f"parse stopped after {elapsed * 1000:.0f} ms ({size} bytes)") from None
+            log.warning("tree-sitter parse failed for %s: %s", language, exc)
+            return None
+        finally:
+            parsing = False
 
 
 def changed_span(old: bytes, new: bytes) -> tuple[int, int, int]:
@@ -174,9 +248,11 @@ def _point(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset), offset - (data.rfind(b"\n", 0, offset) + 1)
 
 
-def reparse(old_data: bytes, old_tree: tree_sitter.Tree, data: bytes, language: str) -> tree_sitter.Tree | None:
+def reparse(
+    old_data: bytes, old_tree: tree_sitter.Tree, data: bytes, language: str, *, timeout: float | None = None
+) -> tree_sitter.Tree | None:
     """`data`'s tree, parsed incrementally from `old_tree` (the tree of `old_data`, edited in place):
-    tree-sitter re-parses only what the one changed span touched."""
+    tree-sitter re-parses only what the one changed span touched. `timeout`: as for `parse`."""
     start, old_end, new_end = changed_span(old_data, data)
     old_tree.edit(
         start_byte=start,
@@ -186,4 +262,4 @@ def reparse(old_data: bytes, old_tree: tree_sitter.Tree, data: bytes, language: 
         old_end_point=_point(old_data, old_end),
         new_end_point=_point(data, new_end),
     )
-    return parse(data, language, old_tree=old_tree)
+    return parse(data, language, old_tree=old_tree, timeout=timeout)

@@ -1,6 +1,7 @@
 """The workspace index as the server uses it: built on its own thread, updated as files change, read by
 the model worker when a request needs context. One lock guards it; an update or a lookup holds it for a
-few milliseconds.
+few milliseconds (a file that is slow to parse: as long as the parse budget, PARSE_BUDGET_S, and its
+plain windows). The build holds no lock: a lookup meanwhile finds no index and returns at once.
 """
 
 from __future__ import annotations

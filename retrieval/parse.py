@@ -383,11 +383,12 @@ def _last_row(node: Node) -> int:
     return row - 1 if column == 0 and row > node.start_point.row else row
 
 
-def _simple_name(node: Node | None) -> str | None:
-    """'Shape' for Shape, shapes.Shape, ns::Shape<int>, Generic[T]."""
+def _simple_name(node: Node | None, text: Text) -> str | None:
+    """'Shape' for Shape, shapes.Shape, ns::Shape<int>, Generic[T]. (`text`, not Node.text: the index's
+    trees come from a read callback, which Node.text would call again, leaking what it returns.)"""
     while node is not None:
         if node.type in _NAME_TYPES:
-            return node.text.decode("utf-8", "replace")
+            return text(node)
         if node.type in _QUALIFIED:
             node = node.named_children[-1] if node.named_child_count else None
             continue
@@ -396,12 +397,12 @@ def _simple_name(node: Node | None) -> str | None:
     return None
 
 
-def _base_names(node: Node) -> list[str]:
+def _base_names(node: Node, text: Text) -> list[str]:
     if node.type in _NOT_BASES:
         return []
     if node.type in _BASE_LISTS:
-        return [name for child in node.named_children for name in _base_names(child)]
-    name = _simple_name(node)
+        return [name for child in node.named_children for name in _base_names(child, text)]
+    name = _simple_name(node, text)
     return [name] if name else []
 
 
@@ -474,7 +475,7 @@ class _Walker:
 
     def define(self, node: Node, outer: Node, kind: str, container: str | None, units: list[_Unit]) -> None:
         if kind == "impl":  # Rust: not a definition, but its methods are the type's
-            name = _simple_name(node.child_by_field_name("type")) or "impl"
+            name = _simple_name(node.child_by_field_name("type"), self.text) or "impl"
             lead, _, end, _ = self.extent(outer)
             unit = _Unit(lead, end, "class", name)
             body = node.child_by_field_name("body")
@@ -495,15 +496,15 @@ class _Walker:
         if chain:  # C/C++: the name is in the declarator; `Rect::area` names its class
             name_node = chain[-1]
             while name_node.type == "qualified_identifier":
-                scope = _simple_name(name_node.child_by_field_name("scope"))
+                scope = _simple_name(name_node.child_by_field_name("scope"), self.text)
                 name_node = name_node.child_by_field_name("name")
             name = self.text(name_node) if name_node is not None else ""
         else:
             name_node = node.child_by_field_name("name")
             name = self.text(name_node) if name_node is not None else ""
             receiver = node.child_by_field_name("receiver")  # Go: func (r *Rect) Area()
-            if receiver is not None:
-                scope = _simple_name(receiver.named_children[0].child_by_field_name("type")) if receiver.named_child_count else None
+            if receiver is not None and receiver.named_child_count:
+                scope = _simple_name(receiver.named_children[0].child_by_field_name("type"), self.text)
         if name:
             self.add(node, node, outer, name, scope, kind, container, units)
 
@@ -564,7 +565,7 @@ class _Walker:
         doc = self.docstring(body) if self.language == "python" and body is not None else ""
         if not doc and comments:
             doc = textwrap.dedent("\n".join(self.lines[comments[0].start_point.row : _last_row(comments[-1]) + 1]))
-        bases = tuple(b for c in inner.named_children if c.type in _BASE_LISTS for b in _base_names(c))
+        bases = tuple(b for c in inner.named_children if c.type in _BASE_LISTS for b in _base_names(c, self.text))
         self.definitions.append(
             Definition(name, qualname, kind, self.path, start, end, signature, doc, "\n".join(self.lines[start:end]), bases)
         )
@@ -650,16 +651,23 @@ def _chunks(path: str, lines: list[str], units: list[_Unit], window: int) -> tup
 
 # -- the API ------------------------------------------------------------------------------------------
 def parse_file(
-    path: str, text: str, language: str | None = None, *, window: int = 15, tree: tree_sitter.Tree | None = None
+    path: str,
+    text: str,
+    language: str | None = None,
+    *,
+    window: int = 15,
+    tree: tree_sitter.Tree | None = None,
+    syntax: bool = True,
 ) -> FileInfo | None:
     """Chunks, definitions and imports of one file; None when its language is unknown. Syntax errors
     cost only what does not parse. `tree`: the text's syntax tree when the caller has it (parsed
-    incrementally from the file's previous version)."""
+    incrementally from the file's previous version). `syntax=False`: no parse (it ran past its time
+    budget), plain windows only."""
     language = language or language_for(path)
     if language not in _RULES:
         return None
     lines = text.split("\n")
-    tree = tree or parse(text, language)
+    tree = tree or (parse(text, language) if syntax else None)
     if tree is None:  # the grammar did not load: plain windows still serve BM25
         return FileInfo(path, language, _chunks(path, lines, [], window), (), ())
     walker = _Walker(path, language, text.encode("utf-8", "surrogatepass"), lines)
