@@ -37,11 +37,20 @@ def migrate(db: Database) -> list[str]:
     """Apply every migration this database has not run yet, in order; returns the names applied.
 
     Each runs in its own `BEGIN IMMEDIATE` transaction together with its row in the migrations table,
-    and is re-checked inside it, so two processes opening a new database at once apply it once. A
+    and is re-checked inside it, so two processes opening a new database at once apply it once (the
+    migrations table is created in one too: no write here upgrades a read transaction). A
     migration that fails is rolled back whole and the exception propagates; the ones before it stay.
     The connection must not be inside a transaction (the Store's runs in autocommit mode).
     """
-    db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at REAL)")
+    if not db[MIGRATIONS_TABLE].exists():
+        db.execute("BEGIN IMMEDIATE")  # a write like any other: waits for the lock, never upgrades a read
+        try:
+            db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at REAL)")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.execute("ROLLBACK")
+            raise
     done = set(applied(db))
     ran = []
     for name, fn in MIGRATIONS:

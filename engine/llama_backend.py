@@ -61,8 +61,9 @@ class LlamaBackend:
         kv_reuse: bool = True,
         lora_path: str | Path | None = None,
     ):
-        """`lora_path`: a GGUF LoRA adapter applied on top of the model. Only pass one that
-        `refresh.gguf_adapter.check_adapter` has test-loaded: a malformed adapter can abort the process."""
+        """`lora_path`: a GGUF LoRA adapter applied on top of the model. Only pass a model that
+        `engine.model.check_model`, and an adapter that `refresh.gguf_adapter.check_adapter`, has
+        test-loaded: a malformed file can abort the process."""
         import llama_cpp
 
         path = Path(model_path)
@@ -80,10 +81,13 @@ class LlamaBackend:
             # Gemma 3 uses sliding-window attention; with a full-size SWA cache llama.cpp can drop the
             # tail of the cache and keep the prefix, which is what KV reuse needs.
             swa_full=True,
+            # Read into memory, not mapped: a mapped file that is overwritten in place (`cp new.gguf
+            # model.gguf`) kills the process with SIGBUS at its next token; a read copy keeps serving.
+            use_mmap=False,
             verbose=False,
         )
         if self.lora_path:
-            kwargs["lora_path"] = str(self.lora_path)  # llama-cpp-python then reads the model without mmap
+            kwargs["lora_path"] = str(self.lora_path)
         try:
             with _quiet_stderr():
                 self.llm = llama_cpp.Llama(**kwargs)

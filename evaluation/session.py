@@ -7,6 +7,7 @@ server is `hindsight serve` in its own process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sys
 import time
@@ -124,6 +125,19 @@ class Session:
         ms = (time.perf_counter() - t0) * 1000
         items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
         return list(items), ms
+
+    def send(
+        self, doc: Document, offset: int, kind=types.InlineCompletionTriggerKind.Automatic
+    ) -> concurrent.futures.Future:
+        """Send an inline completion request at `offset` without waiting: the future of its answer
+        (resolved on the client's event loop; an error answer is a pygls `JsonRpcException`)."""
+        return self.client.text_document_inline_completion(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=doc.uri),
+                position=doc.position(offset),
+                context=types.InlineCompletionContext(trigger_kind=kind),
+            )
+        )
 
     @staticmethod
     def item_id(item: types.InlineCompletionItem) -> str:

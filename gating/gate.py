@@ -53,7 +53,13 @@ class Stage:
         self.cal_x = np.asarray(cal_x, dtype=np.float64)
         self.cal_y = np.asarray(cal_y, dtype=np.float64)
         self.session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
-        (inp,) = self.session.get_inputs()
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise GateLoadError(f"model takes {len(inputs)} inputs ({names}), the gate gives it one")
+        (inp,) = inputs
+        if inp.type != "tensor(float)" or len(inp.shape or []) != 2:
+            raise GateLoadError(f"model input {inp.name} is {inp.type} {inp.shape}, the gate gives it float rows")
         width = inp.shape[-1] if inp.shape else None
         if isinstance(width, int) and width != len(self.names):
             raise GateLoadError(f"model takes {width} features, manifest names {len(self.names)}")
@@ -162,8 +168,8 @@ def load_version(gates_dir: Path, version: str) -> Gate:
             x, y = _check_calibration(manifest, stage)
             try:
                 stages.append(Stage(data, manifest["features"][stage], x, y))
-            except GateLoadError:
-                raise
+            except GateLoadError as e:
+                raise GateLoadError(f"{path.name}: {e}") from None
             except Exception as e:  # onnxruntime's own errors (a corrupt or unsupported model)
                 raise GateLoadError(f"onnxruntime cannot load {path.name}: {_one_line(e)}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:

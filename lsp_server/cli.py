@@ -3,6 +3,7 @@
     hindsight serve [--tcp PORT] [--model PATH]      the language server (stdio by default)
     hindsight complete FILE:LINE:COL [--json]        one completion at a position (1-based line and column)
     hindsight stats [--json]                         outcomes, acceptance rate and latency from the database
+    hindsight forget (--since DATE | --all) [--db PATH] [--json]  delete the logged data, then VACUUM
     hindsight demo                                   a simulated developer typing through a sample workspace
     hindsight simulate REPO [--files N] [--json]     a simulated developer writes code back into a repository
     hindsight index [PATH] [--json]                  index a workspace (cached; the server does it on start)
@@ -13,7 +14,7 @@
     hindsight cold-start [--json]                    the first gate, from simulated sessions on the standard library
     hindsight build-fim-data [--files N] [--out FILE] [--json]  fill-in-the-middle training examples (JSONL)
     hindsight train-fim [--data FILE] [--steps N] [--resume] [--json]  a LoRA adapter that fills in the middle
-    hindsight bench latency|infill|repo|bm25|gate|refresh  benchmarks (docs/BENCHMARKS.md)
+    hindsight bench latency|infill|repo|bm25|gate|refresh|storm|redact  benchmarks (docs/BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -35,8 +37,24 @@ class CliError(Exception):
 
 def _setup_logging(verbose: int, log_file: str | None) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler = _private_log(log_file) if log_file else logging.StreamHandler(sys.stderr)
     logging.basicConfig(level=level, handlers=[handler], format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _private_log(path: str) -> logging.Handler:
+    """A handler on a log file only its owner can read (0600, like the database: the log names files and
+    can hold code). The file is created 0600 before logging opens it, and an existing one is narrowed to
+    0600; a device or a pipe (`--log-file /dev/stderr`) is left as it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchmod(fd, 0o600)  # an existing file too; O_CREAT's mode is filtered by the umask
+        finally:
+            os.close(fd)
+        return logging.FileHandler(path)
+    except OSError as exc:
+        raise SystemExit(f"hindsight: cannot write the log file {path}: {exc.strerror}") from None
 
 
 def cmd_serve(args) -> int:
@@ -136,6 +154,50 @@ def cmd_stats(args) -> int:
         print(json.dumps(stats))
         return 0
     print(format_stats(stats))
+    return 0
+
+
+def cmd_forget(args) -> int:
+    """Delete what was recorded (all, or since DATE), then rebuild the file so none of it is left behind."""
+    from collector.pairs import PairsError, parse_since
+    from collector.paths import db_path
+    from collector.store import Store, StoreError
+
+    try:
+        since = None if args.all else parse_since(args.since)
+    except PairsError as exc:
+        raise CliError(str(exc)) from None
+    path = Path(args.db).expanduser() if args.db else db_path()
+    if not path.is_file():
+        raise CliError(f"no database at {path}")
+
+    def size() -> int:
+        return sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
+
+    before = size()
+    try:
+        with Store(path) as store:
+            deleted = store.forget(since)
+            wal_truncated = store.compact()
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    report = {
+        "database": str(path),
+        "since": args.since if since is not None else None,
+        "deleted": deleted,
+        "bytes_before": before,
+        "bytes_after": size(),
+        "wal_truncated": wal_truncated,
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        counts = ", ".join(f"{n} {table}" for table, n in deleted.items())
+        scope = f"since {args.since}" if since is not None else "all"
+        print(f"deleted {counts} ({scope}) from {path}; {before:,} → {report['bytes_after']:,} bytes after VACUUM")
+    if not wal_truncated:
+        print(f"hindsight: the WAL ({path}-wal) was busy and may still hold deleted text; run forget again", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -450,6 +512,14 @@ def cmd_bench(args) -> int:
         except (BenchError, PairsError, RefreshError, SimulateError) as exc:
             print(f"hindsight: {exc}", file=sys.stderr)
             return 2
+    if args.bench == "storm":
+        from evaluation.bench_storm import StormError, main as storm
+
+        try:
+            return storm(args)
+        except StormError as exc:
+            print(f"hindsight: {exc}", file=sys.stderr)
+            return 2
     if args.bench == "latency":
         from evaluation.bench_latency import main as bench
     elif args.bench == "repo":
@@ -459,6 +529,8 @@ def cmd_bench(args) -> int:
 
         bm25()
         return 0
+    elif args.bench == "redact":
+        from evaluation.bench_redact import main as bench
     else:
         from evaluation.infill import main as bench
     return bench(args)
@@ -495,6 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--db", help="database path (default: $HINDSIGHT_DB or the data dir)")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("forget", help="delete the logged data (all, or since a date), then VACUUM the database")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--since", metavar="DATE", help="what was recorded at or after this ISO date (UTC)")
+    which.add_argument("--all", action="store_true", help="everything")
+    p.add_argument("--db", help="database path (default: $HINDSIGHT_DB or the data dir)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("train-gate", help="train the acceptance gate on the recorded outcomes; promote it if better")
     p.add_argument("--db", action="append", metavar="PATH", help="a database (repeatable; default: the user's)")
@@ -632,7 +712,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="PNG", help="draw before/after")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("storm", help="a typing storm through the real server: all answered, RSS start/end, p95")
+    b.add_argument("repo", nargs="?", help="the workspace (default: the standard library's email package)")
+    b.add_argument("--seconds", type=float, default=60.0, help="how long to type (default 60)")
+    b.add_argument("--rate", type=float, default=20.0, help="keystrokes a second, each with a request (default 20)")
+    b.add_argument("--documents", type=int, default=4, help="open documents typed in round-robin (default 4)")
+    b.add_argument("--gate", action="store_true", help="keep the promoted acceptance gate on (default: off)")
+    b.add_argument("--model")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
     b = bench.add_parser("bm25", help="BM25 query and update latency against rank-bm25, ~50k lines")
+    b.set_defaults(func=cmd_bench)
+    b = bench.add_parser("redact", help="secret redaction: recall on a corpus of secrets, false positives on ordinary code")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--variants", type=int, default=3, help="fillings of each template with fresh random values")
+    b.add_argument("--show", type=int, default=0, metavar="N", help="print N misses and false positives")
+    b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
     b = bench.add_parser("infill", help="HumanEval infilling (single-line, multi-line, random-span), executed")
     b.add_argument("--json", action="store_true")

@@ -10,21 +10,34 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import json
 import logging
+import re
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import (
+    JsonRpcContentModified,
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+    JsonRpcMethodNotFound,
+    JsonRpcParseError,
+)
+from pygls.io_ import StdinAsyncReader, StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.protocol.json_rpc import RPCRequest
 from pygls.uris import to_fs_path
 
-from collector.store import Store, StoreError
+from collector.store import FULL, Store, StoreError, open_store
 from collector.tracker import OutcomeTracker
 from engine.backend import BackendError
 from engine.engine import Completion, CompletionRequest, Engine, EngineConfig, LogprobSummary
@@ -47,31 +60,122 @@ DID_PARTIALLY_ACCEPT = "hindsight/didPartiallyAccept"
 DID_REJECT = "hindsight/didReject"
 REJECT_REASONS = {"dismissed", "typed_over", "cursor_moved"}
 
-_UNREADABLE = object()  # a message that failed to deserialize and was already answered
+# A header that ends its line: what is left of a body sent too short runs on into the next header line.
+CONTENT_LENGTH = re.compile(rb"Content-Length:[ \t]*(\d+)\s*$", re.IGNORECASE)
+MAX_BODY = 256 * 2**20  # bytes; no editor sends more (VS Code does not sync files over 50 MB)
 
 
 class HindsightProtocol(LanguageServerProtocol):
-    def structure_message(self, data: dict[str, Any]):
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            # pygls drops a request whose params fail to deserialize, and the client waits forever.
-            if isinstance(data, dict) and "id" in data and "method" in data:
-                cause = str(exc.__cause__ or exc).splitlines()[0]
-                error = JsonRpcInvalidParams(f"invalid params for {data['method']}: {cause}")
-                self._send_response(data["id"], None, error.to_response_error())
-            return _UNREADABLE
+    """pygls' protocol, made to answer every request. pygls 2.1.1 drops what it cannot read (broken JSON,
+    a message of the wrong shape, params that fail to deserialize) and the client waits forever; one bad
+    Content-Length header and it never finds the next message again."""
 
-    def handle_message(self, message):
-        if message is _UNREADABLE:
-            return None
-        return super().handle_message(message)
+    async def read_messages(self, reader, stop_event: threading.Event) -> None:
+        """pygls' `run_async` loop, robust to bad framing. A header block with no valid Content-Length, or one
+        over MAX_BODY, is answered with a ParseError and reading goes on at the next Content-Length header.
+        (A Content-Length longer than the body cannot be told from a slow client: it eats the next message.)"""
+        length, in_headers = None, False
+        while not stop_event.is_set():
+            line = await reader.readline()
+            if not line:
+                return  # the client has gone
+            if line.strip():
+                if match := CONTENT_LENGTH.search(line):
+                    length = int(match.group(1))
+                in_headers = True
+                continue
+            if not in_headers:
+                continue  # a stray blank line between messages
+            size, length, in_headers = length, None, False
+            if size is None or size > MAX_BODY:
+                too_big = f"Content-Length {size} is over {MAX_BODY}"
+                self.answer_error(None, JsonRpcParseError("no valid Content-Length header" if size is None else too_big))
+                continue
+            try:
+                body = await reader.readexactly(size)
+            except asyncio.IncompleteReadError:  # TCP: the client has gone
+                return
+            if len(body) < size:
+                return
+            try:
+                self.receive(body)
+            except Exception:  # a bug in handling one message must not stop the server reading
+                log.exception("could not handle a message")
+
+    def receive(self, body: bytes) -> None:
+        """One message body. What is not a message is answered with an error (JSON-RPC 2.0: with `"id": null`
+        when its id cannot be read); the rest is structured and handled by pygls."""
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
+            return self.answer_error(None, JsonRpcParseError(f"not JSON: {exc}"))
+        if not isinstance(data, dict):
+            shape = type(data).__name__
+            return self.answer_error(None, JsonRpcInvalidRequest(f"a message is a JSON object, not {shape}"))
+        msg_id, method, is_request = data.get("id"), data.get("method"), "id" in data
+        good_id = isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool)
+        if data.get("jsonrpc") == "2.0" and "method" not in data and ("result" in data or "error" in data):
+            try:  # the client's answer to one of our requests
+                self.handle_message(self.structure_message(data))
+            except JsonRpcException:
+                log.warning("unreadable response from the client: %.200r", body)
+            return
+        problem = (
+            'jsonrpc must be "2.0"' if data.get("jsonrpc") != "2.0"
+            else "no method" if "method" not in data
+            else "method must be a string" if not isinstance(method, str)
+            else "id must be an integer or a string" if is_request and not good_id
+            else "a message is a request or a response, not both" if "result" in data or "error" in data
+            else None
+        )
+        if problem:
+            return self.answer_error(msg_id if good_id else None, JsonRpcInvalidRequest(problem))
+        if self._shutdown and method != types.EXIT:
+            if is_request:  # LSP: requests after shutdown are answered InvalidRequest
+                self.answer_error(msg_id, JsonRpcInvalidRequest("the server is shutting down"))
+            return
+        if not (method == types.CANCEL_REQUEST or method in self.fm.builtin_features or method in self.fm.features):
+            if is_request:  # before its params are read: hover with bad params is still a method we lack
+                self.answer_error(msg_id, JsonRpcMethodNotFound.of(method))
+            elif not method.startswith("$/"):  # LSP: $/ notifications a server does not know are ignored quietly
+                log.info("ignoring the notification %s: no handler", method)
+            return
+        # Only the JSON-RPC members: pygls' message types for unknown methods take no others, and need params.
+        data = {"jsonrpc": "2.0", "method": method, "params": data.get("params")} | ({"id": msg_id} if is_request else {})
+        try:
+            message = self.structure_message(data)
+        except JsonRpcException as exc:
+            if is_request:
+                cause = str(exc.__cause__ or exc).splitlines()[0]
+                self.answer_error(msg_id, JsonRpcInvalidParams(f"invalid params for {method}: {cause}"))
+            return
+        if is_request and not isinstance(message, RPCRequest):  # pygls would handle it as a notification
+            problem = f"{method} is a notification: send it without an id"
+            return self.answer_error(msg_id, JsonRpcInvalidRequest(problem))
+        self.handle_message(message)
+
+    def answer_error(self, msg_id, error: JsonRpcException) -> None:
+        """An error response, `"id": null` included (lsprotocol's ResponseErrorMessage would leave it out)."""
+        log.warning("answering %s: %s", msg_id, error.message)
+        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": error.code, "message": error.message}})
+
+    def _send_handler_result(self, future, *, msg_id):
+        """ContentModified and InvalidParams are answers, not failures: sent without pygls' traceback."""
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, (JsonRpcContentModified, JsonRpcInvalidParams)):
+            log.info("answering %s: %s", msg_id, error.message)
+            self._request_futures.pop(msg_id, None)
+            return self._send_response(msg_id, error=error.to_response_error())
+        super()._send_handler_result(future, msg_id=msg_id)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
     def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams):
         """Apply each change, and tell the server where it was in the document as it stood before."""
         uri = params.text_document.uri
-        doc = self.workspace.get_text_document(uri)
+        doc = self._server.open_document(uri)
+        if doc is None:  # pygls would read the file from disk, then fail to update it
+            log.warning("didChange for %s, which is not open: ignored", uri)
+            return
         for change in params.content_changes:
             if isinstance(change, types.TextDocumentContentChangePartial):
                 r = doc.range_from_client_units(change.range)
@@ -87,10 +191,19 @@ class HindsightProtocol(LanguageServerProtocol):
     def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams):
         """Settle the document's outcomes with its last text, then forget it."""
         uri = params.text_document.uri
-        doc = self.workspace.text_documents.get(uri)
+        doc = self._server.open_document(uri)
         self._server.document_closed(uri, doc.source.split("\n") if doc else [])
         self.workspace.remove_text_document(uri)
         yield from ()
+
+
+def _stat_key(path: Path) -> tuple:
+    """One version of a file: its path, size and mtime (a file rewritten or replaced gets a new key)."""
+    try:
+        st = Path(path).stat()
+        return (str(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return (str(path), None, None)
 
 
 class _NoStore:
@@ -101,6 +214,56 @@ class _NoStore:
 
     def set_outcome(self, *a, **k):
         return True
+
+
+class _Recording:
+    """The store as the server writes to it. A write that fails (a full disk, a database locked for longer
+    than the busy timeout) is dropped, the user is told once, and the server goes on; the next request or
+    event that is recorded says so (an update that matches nothing writes nothing, and proves nothing),
+    and a later failure is told again. Reads pass through unchanged."""
+
+    APPENDS = frozenset({"insert_request", "add_event"})  # always write a row: a success means there is room
+
+    def __init__(self, store: Store, server: HindsightServer):
+        self.store, self.server = store, server
+        self._failing = False
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        attr = getattr(self.store, name)
+        if name not in Store.WRITES:
+            return attr
+
+        def write(*args, **kwargs):
+            try:
+                result = attr(*args, **kwargs)
+            except StoreError as exc:
+                self._failed(exc)
+                return name == "set_outcome" or None  # as _NoStore: the outcome still counts for the gate
+            if self._failing and name in self.APPENDS:
+                self._recovered()
+            return result
+
+        return write
+
+    def _failed(self, exc: StoreError) -> None:
+        with self._lock:
+            self._failing = True
+        self.server._told.discard("store-recovered")
+        if exc.kind == FULL:
+            message = f"hindsight: disk full: not recording until there is space ({self.store.path})"
+        else:
+            message = f"hindsight: not recording: {exc}"
+        self.server.tell(message, types.MessageType.Error, key="store-write")
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if not self._failing:
+                return
+            self._failing = False
+        self.server._told.discard("store-write")
+        message = f"hindsight: recording again ({self.store.path})"
+        self.server.tell(message, types.MessageType.Info, key="store-recovered")
 
 
 class _Outcomes:
@@ -173,7 +336,47 @@ class HindsightServer(LanguageServer):
         self.user = UserState()
         self.policy = Policy(user=self.user)
         self.adapter: str | None = None  # the LoRA adapter the model runs with (its version name)
-        self._adapter_checks: dict[tuple[str, int], str | None] = {}  # (path, mtime_ns) → check_adapter's verdict
+        self._adapter_checks: dict[tuple, str | None] = {}  # (adapter, model) stat keys → check_adapter's verdict
+        self._model_checks: dict[tuple, str | None] = {}  # a model file's stat key → check_model's verdict
+        self._loaded: tuple | None = None  # stat keys of the model and adapter files being served
+
+    # -- transport: pygls' servers, reading with HindsightProtocol.read_messages ------------------------
+    def start_io(self, stdin=None, stdout=None) -> None:
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
+        try:
+            asyncio.run(self.protocol.read_messages(reader, self._stop_event))
+        except BrokenPipeError:
+            log.error("the client has gone")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        self._stop_event = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)
+            await self.protocol.read_messages(reader, self._stop_event)
+            self.shutdown()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            log.info("serving on %s:%s", host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(serve())
+        except asyncio.CancelledError:
+            pass
+
+    def open_document(self, uri: str):
+        """The document as the client sent it, or None if it is not open. (pygls' `get_text_document` would
+        read one that is not open from disk: any file, a FIFO that blocks, /dev/zero.)"""
+        return self.workspace.text_documents.get(unquote(uri))  # pygls keys them unquoted
 
     # -- set-up ---------------------------------------------------------------------------------------
     def configure(self, raw_options: Any) -> None:
@@ -183,22 +386,27 @@ class HindsightServer(LanguageServer):
             self.options.model = self.model_override
         for problem in problems:
             self.tell(f"hindsight: {problem}", types.MessageType.Warning, key=problem)
-        try:
-            self.store = Store(self.options.database_path)
-        except (StoreError, OSError) as exc:
-            self.tell(f"hindsight: not recording outcomes: {exc}", types.MessageType.Error, key="store")
-            self.store = _NoStore()
+        store, notice = open_store(self.options.database_path)  # corrupt → moved aside; unwritable → default
+        if notice:
+            kind = types.MessageType.Error if store is None else types.MessageType.Warning
+            self.tell(f"hindsight: {notice}", kind, key="store")
+        self.store = _Recording(store, self) if store is not None else _NoStore()
         self.tracker = OutcomeTracker(_Outcomes(self.store, self.user))
         self.load_gate()
 
     def load_gate(self) -> None:
-        """The promoted acceptance gate (`hindsight train-gate`), if there is one and it loads."""
+        """The promoted acceptance gate (`hindsight train-gate`), if there is one and it loads. One that
+        does not load leaves the gate in use, if any, in place (on `hindsight.reload`)."""
         from collector.paths import data_dir
         from gating.gate import load_gate
 
         g = self.options.gate
         thresholds = Thresholds(g.stage1_threshold, g.threshold, g.exploration, g.shadow)
         gate, problem = (None, None) if not g.enabled else load_gate(data_dir() / "gates")
+        if problem and self.policy.gate is not None:
+            keeping = f"keeping gate {self.policy.version}"
+            self.tell(f"hindsight: {problem}; {keeping}", types.MessageType.Warning, key=f"gate:{problem}")
+            return
         if problem:
             self.tell(f"hindsight: {problem}; showing every suggestion", types.MessageType.Warning, key=f"gate:{problem}")
         self.policy = Policy(gate, thresholds, user=self.user)
@@ -215,26 +423,19 @@ class HindsightServer(LanguageServer):
 
                 backend = HttpBackend(opts.base_url, model=opts.model, api_key=opts.api_key)
             else:
-                from engine.llama_backend import LlamaBackend, adapter_name
-                from engine.model import resolve_model
-
-                model_path = resolve_model(opts.model)
-                adapter = self.find_adapter(model_path)
-                kwargs = dict(n_ctx=opts.n_ctx, n_threads=opts.n_threads, kv_reuse=opts.completion.kv_reuse)
-                try:
-                    backend = LlamaBackend(model_path, lora_path=adapter, **kwargs)
-                except BackendError as exc:
-                    if adapter is None:
-                        raise
-                    self._adapter_problem(f"{exc}")
-                    backend = LlamaBackend(model_path, **kwargs)
-                self.adapter = adapter_name(backend.lora_path) if backend.lora_path else None
+                model_path = self.checked_model()
+                backend = self._llama(model_path, self.find_adapter(model_path))
         except BackendError as exc:
             self.engine_error = str(exc)
             self.tell(f"hindsight: {exc}; completions are off", types.MessageType.Error, key="engine")
             return None
+        return self._start(backend)
+
+    def _start(self, backend) -> Engine:
+        """Serve `backend`: the engine over it, configured from the options."""
         from fim.format import FORMAT, declared_format
 
+        opts = self.options
         c = opts.completion
         config = EngineConfig(
             fim=declared_format(getattr(backend, "lora_path", None)) == FORMAT,
@@ -254,16 +455,56 @@ class HindsightServer(LanguageServer):
         log.info("adapter: %s%s", self.adapter or "none (the base model)", " (fill-in-the-middle prompts)" if config.fim else "")
         return self.engine
 
+    def checked_model(self) -> Path:
+        """On the model worker: the model file to serve, once llama.cpp has test-loaded it in a child
+        process (`check_model`: once per file version, and a pass is remembered across starts).
+        BackendError with one line when it cannot be served."""
+        from engine.model import check_model, resolve_model
+
+        model_path = resolve_model(self.options.model)
+        key = _stat_key(model_path)
+        if key not in self._model_checks:
+            self._model_checks[key] = check_model(model_path)
+        if self._model_checks[key]:
+            raise BackendError(self._model_checks[key])
+        return model_path
+
+    def _llama(self, model_path: Path, adapter: Path | None):
+        """The llama.cpp backend for checked files; an adapter it cannot apply after all is dropped."""
+        from engine.llama_backend import LlamaBackend, adapter_name
+
+        opts = self.options
+        kwargs = dict(n_ctx=opts.n_ctx, n_threads=opts.n_threads, kv_reuse=opts.completion.kv_reuse)
+        try:
+            backend = LlamaBackend(model_path, lora_path=adapter, **kwargs)
+        except BackendError as exc:
+            if adapter is None:
+                raise
+            self._adapter_problem(f"{exc}")
+            backend = LlamaBackend(model_path, **kwargs)
+        self.adapter = adapter_name(backend.lora_path) if backend.lora_path else None
+        self._loaded = (_stat_key(model_path), _stat_key(backend.lora_path) if backend.lora_path else None)
+        return backend
+
     def find_adapter(self, model_path: Path) -> Path | None:
-        """The promoted LoRA adapter for this model file, if the `adapter` option is on and it passes
-        `check_adapter` (a test load in a child process, once per file and mtime); else None, and the
-        user is told once why not."""
+        """The promoted LoRA adapter for this model file (`promoted_adapter`), or None, and the user is
+        told once why not."""
+        path, problem = self.promoted_adapter(model_path)
+        if problem:
+            self._adapter_problem(problem)
+        return path
+
+    def promoted_adapter(self, model_path: Path) -> tuple[Path | None, str | None]:
+        """(the promoted LoRA adapter for this model file, None) if the `adapter` option is on and it
+        passes `check_adapter` (a test load in a child process, once per adapter and model version, a
+        pass remembered across starts); (None, None) when there is none; (None, why) when it is bad."""
         if not self.options.adapter:
-            return None
+            return None, None
         from refresh.registry import RegistryError, adapters_dir, current_adapter, current_name
 
         directory = adapters_dir()
         try:
+            from engine.model import is_verified, record_verified
             from refresh.base import gguf_sha256
             from refresh.gguf_adapter import check_adapter
 
@@ -271,23 +512,23 @@ class HindsightServer(LanguageServer):
                 path = Path(self.options.adapter_path).expanduser()
                 problem = None if path.is_file() else f"adapter: no file at {path}"
             elif current_name(directory) is None:
-                return None  # nothing promoted: no need to hash the model
+                return None, None  # nothing promoted: no need to hash the model
             else:
                 path, problem = current_adapter(directory, gguf_sha256(model_path))
             if path is not None and problem is None:
-                key = (str(path), path.stat().st_mtime_ns)
+                key = (_stat_key(path), _stat_key(model_path))
                 if key not in self._adapter_checks:
-                    self._adapter_checks[key] = check_adapter(path, model_path)
+                    verdict = None if is_verified(model_path, path) else check_adapter(path, model_path)
+                    if verdict is None:
+                        record_verified(model_path, path)
+                    self._adapter_checks[key] = verdict
                 verdict = self._adapter_checks[key]
                 problem = verdict and f"adapter {path.parent.name}: {verdict}"
         except RegistryError as exc:
             path, problem = None, f"adapter: {exc}"
         except Exception as exc:  # an unreadable file never costs the completions
             path, problem = None, f"adapter: {type(exc).__name__}: {exc}"
-        if problem:
-            self._adapter_problem(problem)
-            return None
-        return path
+        return (None, " ".join(problem.split())) if problem else (path, None)
 
     def _adapter_problem(self, problem: str) -> None:
         problem = " ".join(problem.split())
@@ -355,13 +596,48 @@ class HindsightServer(LanguageServer):
         self.client_register_capability(types.RegistrationParams(registrations=[registration]))
 
     def reload_engine(self) -> None:
-        """On the model worker: drop the model and load it again (a new model file, or after a failure),
-        and the promoted gate and adapter with it."""
+        """On the model worker: load the model again (a new model file or adapter, or after a failure),
+        and the promoted gate and adapter with it. A model or adapter that fails its test load leaves the
+        one being served in place (the last good one), and the user is told once; files unchanged since
+        they were loaded are not loaded again."""
         self.load_gate()
-        self.engine = self.engine_error = self.adapter = None
-        self._told.discard("engine")
-        gc.collect()  # free the old model's memory before the new one is mapped
-        self.load_engine()
+        old = self.engine
+        if old is None or self.options.backend == "http":
+            self.engine = self.engine_error = self.adapter = None
+            self._told.discard("engine")
+            gc.collect()
+            self.load_engine()
+            return
+        serving = f"still serving {old.backend.name}"
+        try:
+            model_path = self.checked_model()
+        except BackendError as exc:
+            self.tell(f"hindsight: {exc}; {serving}", types.MessageType.Error, key=f"reload:{exc}")
+            return
+        adapter, problem = self.promoted_adapter(model_path)
+        same_model = self._loaded is not None and self._loaded[0] == _stat_key(model_path)
+        if problem and same_model:  # keep the model and the adapter (or none) it runs with
+            self.tell(f"hindsight: {problem}; {serving}", types.MessageType.Warning, key=f"adapter:{problem}")
+            return
+        if problem:
+            self._adapter_problem(problem)
+        if (_stat_key(model_path), _stat_key(adapter) if adapter else None) == self._loaded:
+            return  # the same files: nothing to load
+        self.engine = self.adapter = self._loaded = None
+        del old
+        gc.collect()  # free the old model's memory before the new one is read
+        self.load_engine_from(model_path, adapter)
+
+    def load_engine_from(self, model_path: Path, adapter: Path | None) -> Engine | None:
+        """On the model worker: serve these checked files (reload)."""
+        try:
+            backend = self._llama(model_path, adapter)
+        except BackendError as exc:
+            self.engine_error = str(exc)
+            self._told.discard("engine")
+            self.tell(f"hindsight: {exc}; completions are off", types.MessageType.Error, key="engine")
+            return None
+        return self._start(backend)
 
     def tell(self, message: str, kind=types.MessageType.Info, *, key: str | None = None) -> None:
         """window/showMessage, once per key; safe from any thread."""
@@ -376,10 +652,18 @@ class HindsightServer(LanguageServer):
 
     # -- completion -----------------------------------------------------------------------------------
     async def inline_completion(self, params: types.InlineCompletionParams):
+        """Suggestions; an empty list (nothing to show, or withheld by the gate); null (a language that is
+        off, no model, or superseded by a newer request while the text stayed the same: the client has moved
+        on, and VS Code would log an error answer); or an error: InvalidParams (-32602) for a document that
+        is not open or a position outside it, RequestCancelled (-32800) after $/cancelRequest, and
+        ContentModified (-32801) when the document changed while the suggestion was being made, as
+        rust-analyzer answers: the suggestion was made for text that is gone."""
         received = time.perf_counter()
         uri = params.text_document.uri
-        doc = self.workspace.get_text_document(uri)
-        text = doc.source
+        doc = self.open_document(uri)
+        if doc is None:  # an error, as rust-analyzer answers: the client has a bug worth seeing
+            raise JsonRpcInvalidParams(f"{uri} is not open: send textDocument/didOpen first")
+        text, version = doc.source, doc.version
         lines = text.split("\n")
         pos = params.position
         if pos.line >= len(lines):
@@ -397,6 +681,10 @@ class HindsightServer(LanguageServer):
         if self._inflight is not None:
             self._inflight.set()  # the newest request wins
         cancel = self._inflight = threading.Event()
+
+        def stale() -> bool:  # polled on the model worker: a newer request or an edit stops the work
+            return cancel.is_set() or doc.version != version or self.open_document(uri) is not doc
+
         request_id = uuid.uuid4().hex[:16]
         req = CompletionRequest(
             uri=uri,
@@ -406,7 +694,7 @@ class HindsightServer(LanguageServer):
             language=language,
             path=self._display_path(uri),
             request_id=request_id,
-            cancelled=cancel.is_set,
+            cancelled=stale,
             lines=lines,
         )
         # Asked for explicitly (a key, not typing): alternatives to cycle through, at their extra cost.
@@ -422,6 +710,10 @@ class HindsightServer(LanguageServer):
             cancel.set()
             self._record(req, None, "cancelled", received)
             raise
+        now = self.open_document(uri)
+        if now is None or (now.version, now.source) != (version, text):
+            self._record(req, completion, "cancelled", received, error=error, gate=gate.decision)
+            raise JsonRpcContentModified(f"{uri} changed while the suggestion was being made")
         if error is not None:
             self._record(req, None, "error", received, error=error)
             return None
@@ -551,7 +843,7 @@ class HindsightServer(LanguageServer):
 
     # -- outcomes -------------------------------------------------------------------------------------
     def _lines(self, uri: str) -> list[str] | None:
-        doc = self.workspace.text_documents.get(uri)
+        doc = self.open_document(uri)
         return doc.source.split("\n") if doc is not None else None
 
     def document_changed(self, uri: str, start, end, text: str) -> None:
@@ -615,6 +907,7 @@ class HindsightServer(LanguageServer):
             "modelLoaded": self.engine is not None,
             "modelError": self.engine_error,
             "adapter": self.adapter,
+            "gate": self.policy.version,
             "promptFormat": ("fim" if self.engine.config.fim else "prefix") if self.engine else None,
             "database": str(getattr(self.store, "path", "") or "") or None,
             "served": self.served,
@@ -700,7 +993,8 @@ def status(ls: HindsightServer, *args):
 
 @server.command(RELOAD)
 async def reload(ls: HindsightServer, *args):
-    """Re-read the model; the running request, if any, finishes first (the worker is a queue of one)."""
+    """Re-read the model, adapter and gate; one that fails its check leaves the last good one serving. The
+    running request, if any, finishes first (the worker is a queue of one)."""
     await asyncio.wrap_future(ls.worker.submit(ls.reload_engine))
     return ls.status()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -74,3 +75,26 @@ def edit(client, uri: str, line: int, char: int, text: str, end: tuple[int, int]
             ],
         )
     )
+
+
+@contextlib.asynccontextmanager
+async def serving(options: dict, env: dict | None = None):
+    """A real server (`hindsight serve`, its own process) initialized with `options` and no workspace:
+    for tests of what it records rather than of what it completes (give it a missing model file and it
+    starts in a second, completions off). `env` replaces the server's environment when given."""
+    from lsprotocol import types
+    from pytest_lsp import ClientServerConfig
+
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"], server_env=env)
+    client = await config.start()
+    try:
+        await client.initialize_session(
+            types.InitializeParams(capabilities=types.ClientCapabilities(), initialization_options=options)
+        )
+        yield client
+        await client.shutdown_session()
+    finally:
+        server = client._server
+        if server is not None and server.returncode is None:
+            server.kill()  # a test that failed midway: no shutdown is coming, and stop() would wait for one
+        await client.stop()

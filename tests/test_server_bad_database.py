@@ -1,4 +1,5 @@
-"""A corrupt database: the user is told once, completions go on, and the file is left as it was."""
+"""A corrupt database: moved aside (kept, renamed), the user told once where, and a fresh one records the
+session while completions go on."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, initialize, server_config
+from conftest import WORKSPACE, initialize, rows, server_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ async def client(lsp_client: LanguageClient):
     await lsp_client.shutdown_session()
 
 
-async def test_corrupt_database_is_reported_and_completion_goes_on(client: LanguageClient):
+async def test_corrupt_database_is_moved_aside_and_a_fresh_one_records(client: LanguageClient):
     source = (WORKSPACE / "shapes" / "geometry.py").read_text()
     lines = source.split("\n")
     line = next(i for i, l in enumerate(lines) if l.strip() == "return math.pi * r * r")
@@ -45,10 +46,15 @@ async def test_corrupt_database_is_reported_and_completion_goes_on(client: Langu
         )
     )
     assert result and result.items and result.items[0].insert_text.strip()
+    (moved,) = CORRUPT.parent.glob("corrupt.db.corrupt-*")
+    assert moved.read_bytes() == CONTENT  # renamed, not rewritten
     db_messages = [m for m in client.messages if "corrupt.db" in m.message]
     assert len(db_messages) == 1 and "\n" not in db_messages[0].message
-    # Accepting still works (nothing to record it in) and the file is untouched.
+    assert f"moved it to {moved} and started a fresh one" in db_messages[0].message
+    # The fresh database records the session: the request, and its accept.
     await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="hindsight.accept", arguments=result.items[0].command.arguments)
     )
-    assert CORRUPT.read_bytes() == CONTENT
+    request_id = result.items[0].command.arguments[0]["id"]
+    assert [r["id"] for r in rows(CORRUPT, "SELECT id FROM requests WHERE decision = 'show'")] == [request_id]
+    assert [r["kind"] for r in rows(CORRUPT, "SELECT kind FROM events WHERE request_id = ?", [request_id])] == ["accept"]
