@@ -6,6 +6,7 @@ with the reason elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import inspect
 import os
@@ -93,17 +94,18 @@ def test_four_writer_processes_on_a_new_database_lose_nothing(tmp_path):
     assert integrity(path) == "ok"
 
 
-async def test_two_servers_on_one_database_lose_nothing(tmp_path):
+async def test_four_servers_on_one_database_lose_nothing(tmp_path):
     path, n = tmp_path / "servers.db", 150
     options = {**NO_MODEL, "databasePath": str(path)}
-    async with serving(options) as a, serving(options) as b:
-        for i in range(n):  # interleaved: both write at once
-            for name, client in (("a", a), ("b", b)):
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {name: await stack.enter_async_context(serving(options)) for name in "abcd"}
+        for i in range(n):  # interleaved: all four write at once
+            for name, client in clients.items():
                 client.protocol.notify("hindsight/didShow", {"id": f"{name}-{i}"})
-        for client in (a, b):  # answered after every notification before it was handled
+        for client in clients.values():  # answered after every notification before it was handled
             await client.workspace_execute_command_async(types.ExecuteCommandParams(command="hindsight.status"))
     shown = [r["request_id"] for r in rows(path, "SELECT request_id FROM events WHERE kind = 'show'")]
-    assert sorted(shown) == sorted(f"{name}-{i}" for name in "ab" for i in range(n))
+    assert sorted(shown) == sorted(f"{name}-{i}" for name in "abcd" for i in range(n))
     assert integrity(path) == "ok"
 
 
