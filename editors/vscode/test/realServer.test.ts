@@ -24,9 +24,13 @@ test('completion, accept, reject, statistics and reload with the real server', {
   fs.writeFileSync(file, 'def add(a, b):\n    """Return the sum of a and b."""\n    \n');
   setSetting('hindsight.pythonPath', path.resolve(python!));
   const context = { subscriptions: [] as { dispose(): unknown }[] };
+  // Open in the editor before the extension starts: the client sends didOpen for it (the server answers
+  // requests for open documents only).
+  const document = { uri: Uri.parse(`file://${file}`), languageId: 'python', version: 1, getText: () => fs.readFileSync(file, 'utf8') };
+  const open = vscode.workspace.textDocuments as unknown[];
+  open.push(document);
   try {
     await extension.activate(context);
-    const document = { uri: Uri.parse(`file://${file}`), languageId: 'python', version: 1 };
     const token = { isCancellationRequested: false, onCancellationRequested: () => new Disposable() };
     const provider = state.providers[0]!.provider;
     const complete = async () => (await provider['provideInlineCompletionItems']!(document, new Position(2, 4), { triggerKind: 1 }, token)) as any;
@@ -53,6 +57,7 @@ test('completion, accept, reject, statistics and reload with the real server', {
     await vscode.commands.executeCommand('hindsight.reload');
     assert.match(state.messages.join('\n'), /^Hindsight reloaded: /);
   } finally {
+    open.splice(open.indexOf(document), 1);
     await extension.deactivate();
     for (const d of context.subscriptions) d.dispose();
     for (const [name, value] of [['HINDSIGHT_DATA_DIR', saved.data], ['HINDSIGHT_DB', saved.db]] as const) {
