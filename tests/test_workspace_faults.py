@@ -34,7 +34,6 @@ from retrieval.workspace import (
     PARSE_BUDGET_S,
     WorkspaceIndex,
     read_source,
-    source_files,
     walk_files,
 )
 
