@@ -131,6 +131,34 @@ def test_sigkill_mid_session_loses_no_committed_write(tmp_path, after):
         store.add_event("after", None, {})
 
 
+async def test_the_server_killed_mid_session_loses_no_committed_event(tmp_path):
+    """A real server: what it had recorded when it answered a request is there after a SIGKILL that
+    lands while it records more."""
+    from pytest_lsp import ClientServerConfig
+
+    path = tmp_path / "server-killed.db"
+    client = await ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"]).start()
+    try:
+        options = {**NO_MODEL, "databasePath": str(path)}
+        params = types.InitializeParams(capabilities=types.ClientCapabilities(), initialization_options=options)
+        await client.initialize_session(params)
+        for i in range(200):
+            client.protocol.notify("hindsight/didShow", {"id": f"before-{i}"})
+        # Answered after every notification before it was handled (and recorded).
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(command="hindsight.status"))
+        for i in range(200):
+            client.protocol.notify("hindsight/didShow", {"id": f"during-{i}"})
+        client._server.kill()  # SIGKILL, while it records these
+        assert await client._server.wait() == -signal.SIGKILL
+    finally:
+        if client._server.returncode is None:
+            client._server.kill()
+        await client.stop()
+    assert integrity(path) == "ok"
+    shown = {r["request_id"] for r in rows(path, "SELECT request_id FROM events WHERE kind = 'show'")}
+    assert {f"before-{i}" for i in range(200)} <= shown
+
+
 def test_every_write_is_one_immediate_transaction():
     """Each Store method that writes does so in `_write()` (BEGIN IMMEDIATE) and is listed in
     Store.WRITES (what the server guards against a full disk); none calls a sqlite-utils helper that
