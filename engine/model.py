@@ -184,31 +184,40 @@ def check_model(path: Path, timeout: float = 300) -> str | None:
     except (BackendError, OSError) as exc:
         return str(exc) if isinstance(exc, BackendError) else f"cannot read the model file {path}: {exc}"
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHECK, str(path)],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "GGML_NO_BACKTRACE": "1"},  # an abort would otherwise run gdb for a backtrace
-        )
+        reported, problem, proc = child_check(_CHECK, str(path), timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"could not load model {path}: the test load took longer than {timeout:g} s"
     except OSError as exc:
         return f"could not start the model check: {exc}"
     reason = load_reason(proc.stderr)
-    for line in reversed(proc.stdout.splitlines()):
-        try:
-            problem = json.loads(line)["problem"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        if problem is None:
-            record_verified(path)
-            return None
+    if reported and problem is None:
+        record_verified(path)
+        return None
+    if reported:
         return f"could not load model {path}: {reason or problem}"
     how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
     return f"could not load model {path}: {reason or f'the test load died ({how})'}"
+
+
+def child_check(script: str, *args: str, timeout: float) -> tuple[bool, str | None, subprocess.CompletedProcess]:
+    """Run a test-load `script` (it prints `{"problem": ...}` last) in a child process: (whether it said,
+    the problem it reported, the finished process for its stderr and exit code). A GGML_ASSERT ends the
+    child, not the caller. Raises subprocess.TimeoutExpired and OSError."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "GGML_NO_BACKTRACE": "1"},  # an abort would otherwise run gdb for a backtrace
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        try:
+            return True, json.loads(line)["problem"], proc
+        except (ValueError, KeyError, TypeError):
+            continue
+    return False, None, proc
 
 
 def _fingerprint(paths) -> str:

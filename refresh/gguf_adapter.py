@@ -17,15 +17,15 @@ loads an adapter that `check_adapter` has not test-loaded in a child process fir
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from engine.model import child_check
 
 # PEFT module name → llama.cpp tensor name (in block N: blk.N.<name>.weight)
 MODULES = {
@@ -196,24 +196,13 @@ def check_adapter(adapter: Path, base_gguf: Path, timeout: float = 120) -> str |
     if not adapter.is_file():
         return f"adapter file not found: {adapter}"
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHECK, str(base_gguf), str(adapter)],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        reported, problem, proc = child_check(_CHECK, str(base_gguf), str(adapter), timeout=timeout)
     except subprocess.TimeoutExpired:
         return f"test-loading the adapter took longer than {timeout:g} s"
     except OSError as e:
         return f"could not start the adapter check: {e}"
     reason = _reason(proc.stderr)
-    for line in reversed(proc.stdout.splitlines()):
-        try:
-            problem = json.loads(line)["problem"]
-        except (ValueError, KeyError, TypeError):
-            continue
+    if reported:
         if problem is None:
             return None
         return f"{problem}: {reason}" if reason and reason not in problem else problem
