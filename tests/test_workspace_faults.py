@@ -429,7 +429,10 @@ def test_a_lookup_during_the_build_returns_at_once(work):
     try:
         while not finished.is_set():
             started = time.perf_counter()
-            assert live.retrieve(req, 0) == []  # no index yet
+            found = live.retrieve(req, 0)
+            # No index yet; the index is installed just before the done callback fires, so a lookup in
+            # that gap may already find context.
+            assert found == [] or live.index is not None
             time.sleep(0.01)
             rounds.append(time.perf_counter() - started)
         assert len(rounds) >= 20, "the build ended before the lookups could overlap it"
