@@ -62,7 +62,7 @@ def pcts(ms: list[float]) -> str:
     return f"p50 {np.percentile(ms, 50):6.2f} ms   p95 {np.percentile(ms, 95):6.2f} ms   max {max(ms):6.2f} ms"
 
 
-def main(n_queries: int = 300, n_updates: int = 300, seed: int = 0) -> None:
+def main(args=None, n_queries: int = 300, n_updates: int = 300, seed: int = 0) -> int:
     rng = random.Random(seed)
     files = stdlib_files()
     docs = {key: tokenize(text) for path, lines in files.items() for key, text in chunks(path, lines)}
@@ -121,6 +121,7 @@ def main(n_queries: int = 300, n_updates: int = 300, seed: int = 0) -> None:
         got = index.scores(query)
         assert np.allclose([got.get(key, 0.0) for key in keys], ref.get_scores(query), rtol=1e-9), "drift after updates"
     print("parity with rank-bm25: ok (before and after the updates)")
+    return 0
 
 
 def _build(docs: dict) -> BM25Index:

@@ -38,6 +38,9 @@ class BenchError(Exception):
     pass
 
 
+ERRORS = (BenchError,)  # shown as one line by `hindsight bench`
+
+
 def _rows(dbs: list[Path]) -> list[dict]:
     rows = []
     for db in dbs:

@@ -23,14 +23,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from collector.pairs import PairsError
 from refresh.dpo import DPOConfig
 from refresh.evaluate import INFILL_TASKS
+from refresh.job import RefreshError
 
 from . import print_result
+from .simulate import SimulateError
 
 
 class BenchError(Exception):
     pass
+
+
+ERRORS = (BenchError, PairsError, RefreshError, SimulateError)  # shown as one line by `hindsight bench`
 
 
 def _logged(db: Path) -> dict:

@@ -50,6 +50,9 @@ class StormError(Exception):
     """A workspace the storm cannot type in (no Python function bodies to retype)."""
 
 
+ERRORS = (StormError,)  # shown as one line by `hindsight bench`
+
+
 @dataclass
 class Site:
     """A function body removed from a file: the document is `head + tail`, `target` is typed back."""

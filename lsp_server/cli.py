@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -492,48 +493,27 @@ def cmd_train_fim(args) -> int:
         return 2
 
 
+# `hindsight bench NAME`: the module in evaluation/ whose main(args) runs it. The errors a module lists in
+# its ERRORS are the user's (a bad path, too few files, a missing tool): one line, and exit status 2.
+BENCHES = {
+    "latency": "bench_latency",
+    "repo": "bench_repo",
+    "gate": "bench_gate",
+    "refresh": "bench_refresh",
+    "storm": "bench_storm",
+    "bm25": "bench_bm25",
+    "redact": "bench_redact",
+    "infill": "infill",
+}
+
+
 def cmd_bench(args) -> int:
-    if args.bench == "gate":
-        from evaluation.bench_gate import BenchError, main as gate
-
-        try:
-            return gate(args)
-        except BenchError as exc:
-            print(f"hindsight: {exc}", file=sys.stderr)
-            return 2
-    if args.bench == "refresh":
-        from collector.pairs import PairsError
-        from evaluation.bench_refresh import BenchError, main as refresh
-        from evaluation.simulate import SimulateError
-        from refresh.job import RefreshError
-
-        try:
-            return refresh(args)
-        except (BenchError, PairsError, RefreshError, SimulateError) as exc:
-            print(f"hindsight: {exc}", file=sys.stderr)
-            return 2
-    if args.bench == "storm":
-        from evaluation.bench_storm import StormError, main as storm
-
-        try:
-            return storm(args)
-        except StormError as exc:
-            print(f"hindsight: {exc}", file=sys.stderr)
-            return 2
-    if args.bench == "latency":
-        from evaluation.bench_latency import main as bench
-    elif args.bench == "repo":
-        from evaluation.bench_repo import main as bench
-    elif args.bench == "bm25":
-        from evaluation.bench_bm25 import main as bm25
-
-        bm25()
-        return 0
-    elif args.bench == "redact":
-        from evaluation.bench_redact import main as bench
-    else:
-        from evaluation.infill import main as bench
-    return bench(args)
+    bench = importlib.import_module(f"evaluation.{BENCHES[args.bench]}")
+    try:
+        return bench.main(args)
+    except getattr(bench, "ERRORS", ()) as exc:
+        print(f"hindsight: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -102,3 +102,19 @@ def test_stats_on_a_corrupt_database(tmp_path: Path):
 def test_version():
     result = hindsight("--version")
     assert result.returncode == 0 and result.stdout.startswith("hindsight ")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["storm", "no-such-dir"], "is not a directory"),
+        (["gate", "--db", "no-such.db"], "no promoted gate"),
+        (["refresh", "no-such-repo", "--train-db", "no-such.db"], "no database at"),
+    ],
+)
+def test_a_benchmark_refusing_its_input_says_one_line(tmp_path: Path, args: list[str], expected: str):
+    result = subprocess.run([sys.executable, "-m", "lsp_server", "bench", *args], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("hindsight: ") and expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
