@@ -327,6 +327,7 @@ class HindsightServer(LanguageServer):
         self.tracker = OutcomeTracker(self.store)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._told: set[str] = set()
+        self._reload = threading.local()  # .problems: what a reload running on this thread was told
         self._inflight: threading.Event | None = None
         self.live = None  # retrieval.live.LiveIndex once the workspace index is started
         self.index_stats = None
@@ -595,11 +596,19 @@ class HindsightServer(LanguageServer):
         )
         self.client_register_capability(types.RegistrationParams(registrations=[registration]))
 
-    def reload_engine(self) -> None:
+    def reload_engine(self) -> list[str]:
         """On the model worker: load the model again (a new model file or adapter, or after a failure),
         and the promoted gate and adapter with it. A model or adapter that fails its test load leaves the
         one being served in place (the last good one), and the user is told once; files unchanged since
-        they were loaded are not loaded again."""
+        they were loaded are not loaded again. Returns this reload's problems, told before or not."""
+        self._reload.problems = problems = []
+        try:
+            self._reload_engine()
+        finally:
+            self._reload.problems = None
+        return problems
+
+    def _reload_engine(self) -> None:
         self.load_gate()
         old = self.engine
         if old is None or self.options.backend == "http":
@@ -641,6 +650,9 @@ class HindsightServer(LanguageServer):
 
     def tell(self, message: str, kind=types.MessageType.Info, *, key: str | None = None) -> None:
         """window/showMessage, once per key; safe from any thread."""
+        problems = getattr(self._reload, "problems", None)
+        if problems is not None and kind != types.MessageType.Info:
+            problems.append(message)
         key = key or message
         if key in self._told:
             return
@@ -994,9 +1006,10 @@ def status(ls: HindsightServer, *args):
 @server.command(RELOAD)
 async def reload(ls: HindsightServer, *args):
     """Re-read the model, adapter and gate; one that fails its check leaves the last good one serving. The
-    running request, if any, finishes first (the worker is a queue of one)."""
-    await asyncio.wrap_future(ls.worker.submit(ls.reload_engine))
-    return ls.status()
+    running request, if any, finishes first (the worker is a queue of one). Answers the status, and in
+    `reloadProblems` the warnings and errors of this reload (also those already shown once)."""
+    problems = await asyncio.wrap_future(ls.worker.submit(ls.reload_engine))
+    return {**ls.status(), "reloadProblems": problems}
 
 
 @server.feature(DID_SHOW)

@@ -258,14 +258,16 @@ async def test_the_server_keeps_serving_the_last_good_artefact(tmp_path, model_p
         shutil.copy2(pristine, model)
         status = await command("hindsight.reload")
         assert status["modelLoaded"] and status["model"] == "llama.cpp:model.gguf" and status["adapter"] is None
+        assert status["reloadProblems"] == []
         assert (await ask(10)).insert_text
         assert new_messages() == []
 
         # A bad gate promoted over the good one: the good one stays.
         write_gate(home / "gates", "gate-broken", onnx_model(len(STAGE1)), b"not an onnx model")
-        for _ in range(2):
+        for _ in range(2):  # told once; each reload's answer says what it kept
             status = await command("hindsight.reload")
             assert status["gate"] == gate and status["modelLoaded"]
+            assert [p.endswith(f"; keeping gate {gate}") for p in status["reloadProblems"]] == [True]
         fresh = new_messages()
         assert len(fresh) == 1 and fresh[0].startswith("hindsight: gate gate-broken: onnxruntime cannot load stage2.onnx: ")
         assert fresh[0].endswith(f"; keeping gate {gate}")
@@ -275,6 +277,7 @@ async def test_the_server_keeps_serving_the_last_good_artefact(tmp_path, model_p
         for _ in range(2):
             status = await command("hindsight.reload")
             assert status["modelLoaded"] and status["model"] == "llama.cpp:model.gguf"
+            assert [p.endswith("; still serving llama.cpp:model.gguf") for p in status["reloadProblems"]][-1:] == [True]
         assert new_messages() == [
             f"hindsight: could not load model {model}: unknown model architecture: 'qwerty'; still serving llama.cpp:model.gguf"
         ]
@@ -296,6 +299,7 @@ async def test_the_server_keeps_serving_the_last_good_artefact(tmp_path, model_p
         for _ in range(2):
             status = await command("hindsight.reload")
             assert status["adapter"] == good.name and status["modelLoaded"]
+            assert status["reloadProblems"][-1].endswith(f"; still serving llama.cpp:model.gguf+{good.name}")
         assert (await ask(12)).insert_text
         fresh = new_messages()
         assert len(fresh) == 1 and fresh[0].startswith(f"hindsight: adapter {cut.name}: llama.cpp did not load the adapter: ")

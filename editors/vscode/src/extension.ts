@@ -3,7 +3,7 @@ import { ExecuteCommandRequest, State } from 'vscode-languageclient/node';
 import { createClient, type HindsightClient } from './client';
 import { documentFilters, SERVER_SETTINGS, type UserSettings } from './config';
 import { registerProvider } from './provider';
-import { barState, statsReport, type ServerStatus } from './statusView';
+import { barState, reloadMessage, statsReport, type ServerStatus } from './statusView';
 import { DID_REJECT, SuggestionTracker } from './suggestions';
 
 const REFRESH_MS = 30_000;
@@ -167,9 +167,10 @@ class Hindsight implements vscode.Disposable {
     if (isStatus(status)) {
       this.status = status;
       this.render();
-      void vscode.window.showInformationMessage(
-        status.modelError ? `Hindsight: the model failed to load: ${status.modelError}` : `Hindsight reloaded: ${status.model}`,
-      );
+      const { level, text } = reloadMessage(status);
+      if (level === 'error') void vscode.window.showErrorMessage(text);
+      else if (level === 'warning') void vscode.window.showWarningMessage(text);
+      else void vscode.window.showInformationMessage(text);
     }
   }
 

@@ -23,6 +23,8 @@ export interface ServerStatus {
   database: string | null;
   served: number;
   stats: Stats | { error: string } | null;
+  /** Only in the answer to hindsight.reload: what that reload warned of (it kept the last good model, adapter or gate). */
+  reloadProblems?: string[];
 }
 
 export interface BarInput {
@@ -53,6 +55,14 @@ export function barState({ enabled, status, serverError }: BarInput): BarState {
   const rate = status && hasStats(status.stats) && status.stats.shown > 0 ? ` ${percent(status.stats.acceptance_rate)}` : '';
   const icon = status && !status.modelLoaded ? '$(loading~spin)' : '$(sparkle)';
   return { text: `${icon} hindsight${rate}`, tooltip: details.join('\n'), kind: 'normal' };
+}
+
+/** What to tell the user after Hindsight: Reload. */
+export function reloadMessage(status: ServerStatus): { level: 'info' | 'warning' | 'error'; text: string } {
+  if (status.modelError) return { level: 'error', text: `Hindsight: the model failed to load: ${status.modelError}` };
+  const problems = status.reloadProblems ?? [];
+  if (problems.length) return { level: 'warning', text: problems.join('\n') };
+  return { level: 'info', text: `Hindsight reloaded: ${status.model}` };
 }
 
 /** The status as a few lines of text, for the tooltip and the stats report. */

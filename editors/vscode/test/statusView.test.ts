@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { barState, type ServerStatus, type Stats, statsReport } from '../src/statusView';
+import { barState, reloadMessage, type ServerStatus, type Stats, statsReport } from '../src/statusView';
 
 const stats = (over: Partial<Stats> = {}): Stats => ({
   requests: 40,
@@ -88,4 +88,11 @@ test('the stats report: the summary, then the raw status as JSON', () => {
   const report = statsReport(status());
   assert.ok(report.startsWith('Hindsight 0.3.0: embedded backend'));
   assert.deepEqual(JSON.parse(report.slice(report.indexOf('{'))), status());
+});
+
+test('reload: says reloaded, or what it kept and why', () => {
+  assert.deepEqual(reloadMessage(status({ reloadProblems: [] })), { level: 'info', text: 'Hindsight reloaded: gemma-3-270m' });
+  const kept = 'hindsight: adapter v3: llama.cpp did not load the adapter; still serving llama.cpp:model.gguf+v2';
+  assert.deepEqual(reloadMessage(status({ reloadProblems: [kept] })), { level: 'warning', text: kept });
+  assert.equal(reloadMessage(status({ modelLoaded: false, modelError: 'model file not found' })).level, 'error');
 });

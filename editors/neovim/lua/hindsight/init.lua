@@ -211,6 +211,9 @@ function M.reload()
   lsp.exec(client, { command = 'hindsight.reload', arguments = {} }, nil, function(err, result)
     if err then
       warn('reload failed: ' .. err.message, vim.log.levels.ERROR)
+    elseif result.reloadProblems and #result.reloadProblems > 0 then
+      -- it kept the last good model, adapter or gate: say why
+      vim.notify(table.concat(result.reloadProblems, '\n'), vim.log.levels.WARN)
     else
       vim.notify(format_status(result))
     end
