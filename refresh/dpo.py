@@ -13,9 +13,12 @@ minute on two cores (0.65 with our ~1,300-token prompts). Here, with the same lo
 - The reference log-probs are computed once, before training (the adapter switched off), not per step.
 - Tokens chosen and rejected begin with alike are moved into the prompt: their log-probs would cancel.
 
-The prompt is the one the model saw, cut to its last `max_prompt_tokens` tokens (the completion depends
-mostly on the code just before the cursor), and the serving engine's token healing is reproduced: the
-partial word at the cursor is cut from the prompt and begins both completions, as in generation.
+The prompt is the one the model saw, whole (cut to its last `max_prompt_tokens` tokens only beyond what the
+engine sends), and the serving engine's token healing is reproduced: the partial word at the cursor is cut
+from the prompt and begins both completions, as in generation. Whole prompts keep the cross-file context
+at their head, and they train faster than cut ones: a cut moves with every pair, so consecutive pairs
+share no prefix for the prompt cache (measured: 25 pairs a minute whole, 22 cut to 384 tokens, and a
+better trade between acceptance and infilling; docs/BENCHMARKS.md, refresh).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class DPOConfig:
     learning_rate: float = 5e-4
     epochs: int = 1
     pairs_per_step: int = 8  # gradients of this many pairs (consecutive in the log) make one step
-    max_prompt_tokens: int = 384
+    max_prompt_tokens: int = 2048  # the engine's prompts (window and context) stay under this: whole
     max_completion_tokens: int = 48
     # Anchors (refresh/anchors.py): per step, the KL from the base model's next-token distribution to the
     # adapted one's along this many lines of general code, times `anchor_weight` (0: no anchors).
