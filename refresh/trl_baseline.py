@@ -76,7 +76,7 @@ def trl_pairs_per_minute(
 
     from engine.model import resolve_model
     from refresh.base import load_base
-    from refresh.dpo import TARGETS
+    from refresh.dpo import DPOConfig as OurConfig
 
     needed = steps * BATCH
     rows = [{k: str(p[k]) for k in ("prompt", "chosen", "rejected")} for p in pairs]
@@ -109,7 +109,7 @@ def trl_pairs_per_minute(
             r=rank,
             lora_alpha=alpha,
             lora_dropout=0.0,
-            target_modules=list(TARGETS),
+            target_modules=list(OurConfig().targets),
             task_type="CAUSAL_LM",
         )
         step_seconds: list[float] = []
