@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, test } from 'node:test';
+import { removeTemp } from './removeTemp';
 
 const extension: { activate(context: unknown): Promise<void>; deactivate(): Promise<void> } = require('../../out/extension.js');
 
@@ -57,7 +58,7 @@ beforeEach(() => {
 afterEach(async () => {
   await extension.deactivate();
   for (const d of context.subscriptions) d.dispose();
-  fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }); // the server may still be writing its last lines
+  removeTemp(dir); // the server may still be writing its last lines
 });
 
 test('activation starts the server with only the options the user set and shows the acceptance rate', async () => {

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { removeTemp } from './removeTemp';
 
 const python = process.env['HINDSIGHT_PYTHON'];
 
@@ -64,6 +65,6 @@ test('completion, accept, reject, statistics and reload with the real server', {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;
     }
-    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }); // the server may still be writing its last lines
+    removeTemp(dir); // the server may still be writing its last lines
   }
 });
