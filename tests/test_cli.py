@@ -15,13 +15,14 @@ from conftest import WORKSPACE
 GEOMETRY = WORKSPACE / "shapes" / "geometry.py"
 
 
-def hindsight(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def hindsight(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "lsp_server", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -113,8 +114,7 @@ def test_version():
     ],
 )
 def test_a_benchmark_refusing_its_input_says_one_line(tmp_path: Path, args: list[str], expected: str):
-    result = subprocess.run([sys.executable, "-m", "lsp_server", "bench", *args], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
+    result = hindsight("bench", *args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("hindsight: ") and expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
