@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import * as vscode from 'vscode';
 import { ExecuteCommandRequest, State } from 'vscode-languageclient/node';
 import { createClient, type HindsightClient } from './client';
@@ -8,6 +9,7 @@ import { DID_REJECT, SuggestionTracker } from './suggestions';
 
 const REFRESH_MS = 30_000;
 const REFRESH_AFTER_OUTCOME_MS = 1_000; // lets the server record the outcome first
+const EXIT_WAIT_MS = 3_000; // the client kills a server still running 2 s after stop()
 
 /** Owns the client, the inline completion provider, the commands and the status bar. */
 class Hindsight implements vscode.Disposable {
@@ -106,9 +108,13 @@ class Hindsight implements vscode.Disposable {
     const client = this.client;
     this.client = undefined;
     this.status = undefined;
+    const server = client?.serverProcess; // the client forgets it once the connection closes
     // Stopping a client that failed to start throws, and one whose server does not shut down in time is
     // killed by the client: either way there is nothing left to stop.
     await client?.stop().catch(() => undefined);
+    // stop() resolves when the server has answered `shutdown`, before it exits; its last writes (log,
+    // database) come after. A restart or a deactivation waits for them.
+    if (server) await exited(server, EXIT_WAIT_MS);
   }
 
   dispose(): void {
@@ -227,6 +233,18 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** Resolves once `child` has exited, or after `ms`. */
+function exited(child: ChildProcess, ms: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 let hindsight: Hindsight | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
@@ -239,3 +257,4 @@ export async function deactivate(): Promise<void> {
   await hindsight?.stop();
   hindsight = undefined;
 }
+

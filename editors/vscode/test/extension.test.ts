@@ -6,7 +6,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, test } from 'node:test';
-import { removeTemp } from './removeTemp';
 
 const extension: { activate(context: unknown): Promise<void>; deactivate(): Promise<void> } = require('../../out/extension.js');
 
@@ -58,7 +57,7 @@ beforeEach(() => {
 afterEach(async () => {
   await extension.deactivate();
   for (const d of context.subscriptions) d.dispose();
-  removeTemp(dir); // the server may still be writing its last lines
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test('activation starts the server with only the options the user set and shows the acceptance rate', async () => {
@@ -210,4 +209,12 @@ test('a burst of setting changes restarts one step at a time and leaves one serv
   assert.deepEqual(received('initialize')[2]!.params.initializationOptions, { model: '/models/coder.gguf', backend: 'http' });
   await waitFor('the status bar', () => bar().text === '$(sparkle) hindsight 40%');
   assert.equal(state.providers.length, 1);
+});
+
+test('deactivation waits for the server process to exit', async () => {
+  await activate();
+  const [pid] = received('pid').map((m) => m.params as number);
+  await extension.deactivate();
+  assert.equal(received('exit').length, 1);
+  assert.throws(() => process.kill(pid!, 0), { code: 'ESRCH' }); // gone, not just told to go
 });

@@ -33,6 +33,8 @@ const status = () => ({
   },
 });
 
+const EXIT_DELAY_MS = 200;
+
 connection.onRequest('initialize', (params) => {
   log('initialize', params);
   fs.appendFileSync(logFile, JSON.stringify({ method: 'pid', params: process.pid }) + '\n');
@@ -77,7 +79,8 @@ connection.onRequest('shutdown', () => {
 
 connection.onNotification((method, params) => {
   log(method, params);
-  if (method === 'exit') process.exit(0);
+  // Like the real server, it exits a moment after `exit` (its last writes come first).
+  if (method === 'exit') setTimeout(() => process.exit(0), EXIT_DELAY_MS);
 });
 
 connection.listen();

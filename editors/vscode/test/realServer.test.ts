@@ -7,7 +7,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { removeTemp } from './removeTemp';
 
 const python = process.env['HINDSIGHT_PYTHON'];
 
@@ -65,6 +64,6 @@ test('completion, accept, reject, statistics and reload with the real server', {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;
     }
-    removeTemp(dir); // the server may still be writing its last lines
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
