@@ -195,69 +195,71 @@ def refresh(
     items = replay_items(_order(rows))[:MAX_REPLAY]
     say(f"{len(train_pairs)} pairs to train on, {len(items)} held-out requests to replay")
     work = Path(tempfile.mkdtemp(prefix="hindsight-refresh-"))
-    adapter = work / "adapter.gguf"
-    started = time.perf_counter()
-    training = train_adapter(train_pairs, model_path, config, adapter, progress)
-    problem = check_adapter(adapter, model_path)
-    if problem:
-        raise RefreshError(f"the trained adapter does not load in llama.cpp: {problem}")
-    directory = adapters or adapters_dir()
-    current = promoted_for(model_path, directory)  # "before" is the model being served now
-    say("measuring the model before and after")
-    before = measure(model_path, current, items, infill_tasks)
-    tried = []
-    for scale in SCALES:
-        candidate = adapter
-        if scale != 1:
-            say(f"infilling fell from {before['infill']:.3f} to {tried[-1][2]:.3f}: the adapter at {scale:g}")
-            candidate = scale_adapter(adapter, work / f"adapter-{scale:g}.gguf", scale)
-        after = measure(model_path, candidate, items, infill_tasks)
-        tried.append([scale, after["acceptance"], after.get("infill")])
-        kept = not infill_tasks or after["infill"] >= before["infill"] - INFILL_DROP - 1e-9
-        if kept:
-            break
-    # Acceptance must rise without the characters taken falling: an adapter that only makes the model
-    # unsure (shorter suggestions, accepted more often, worth less) is not better.
-    better = bool(items) and after["acceptance"] > before["acceptance"] and after["accepted_chars"] >= before["accepted_chars"]
-    result: dict[str, Any] = {
-        **training,
-        "held_out_items": len(items),
-        "before": current.parent.name if current else "base model",
-        "scale": scale,
-        "tried": tried,  # [scale, acceptance, infilling] for each adapter measured
-        "acceptance_before": before["acceptance"],
-        "acceptance_after": after["acceptance"],
-        "accepted_chars_before": before["accepted_chars"],
-        "accepted_chars_after": after["accepted_chars"],
-        "es_before": before["es"],
-        "es_after": after["es"],
-        "infill_before": before.get("infill"),
-        "infill_after": after.get("infill"),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    manifest = {
-        "base_model": model_path.name,
-        "base_sha256": gguf_sha256(model_path),
-        "kind": "dpo",
-        "config": config.as_json(),
-        "pairs_sha256": hashlib.sha256(
-            json.dumps([[p["prompt"], p["chosen"], p["rejected"]] for p in train_pairs]).encode()
-        ).hexdigest(),
-        "metrics": result,
-    }
-    version = write_version(directory, candidate, manifest)
-    result["adapter"] = version.name
-    result["promoted"] = bool(promote and better and kept)
-    if result["promoted"]:
-        promote_version(version)
-    result["why"] = (
-        "promoted" if result["promoted"] else
-        "not asked to promote" if not promote else
-        "held-out acceptance did not rise (or the characters taken fell)" if not better else
-        f"infilling dropped by more than {INFILL_DROP * 100:g} point"
-    )
-    shutil.rmtree(work, ignore_errors=True)
-    return result
+    try:
+        adapter = work / "adapter.gguf"
+        started = time.perf_counter()
+        training = train_adapter(train_pairs, model_path, config, adapter, progress)
+        problem = check_adapter(adapter, model_path)
+        if problem:
+            raise RefreshError(f"the trained adapter does not load in llama.cpp: {problem}")
+        directory = adapters or adapters_dir()
+        current = promoted_for(model_path, directory)  # "before" is the model being served now
+        say("measuring the model before and after")
+        before = measure(model_path, current, items, infill_tasks)
+        tried = []
+        for scale in SCALES:
+            candidate = adapter
+            if scale != 1:
+                say(f"infilling fell from {before['infill']:.3f} to {tried[-1][2]:.3f}: the adapter at {scale:g}")
+                candidate = scale_adapter(adapter, work / f"adapter-{scale:g}.gguf", scale)
+            after = measure(model_path, candidate, items, infill_tasks)
+            tried.append([scale, after["acceptance"], after.get("infill")])
+            kept = not infill_tasks or after["infill"] >= before["infill"] - INFILL_DROP - 1e-9
+            if kept:
+                break
+        # Acceptance must rise without the characters taken falling: an adapter that only makes the model
+        # unsure (shorter suggestions, accepted more often, worth less) is not better.
+        better = bool(items) and after["acceptance"] > before["acceptance"] and after["accepted_chars"] >= before["accepted_chars"]
+        result: dict[str, Any] = {
+            **training,
+            "held_out_items": len(items),
+            "before": current.parent.name if current else "base model",
+            "scale": scale,
+            "tried": tried,  # [scale, acceptance, infilling] for each adapter measured
+            "acceptance_before": before["acceptance"],
+            "acceptance_after": after["acceptance"],
+            "accepted_chars_before": before["accepted_chars"],
+            "accepted_chars_after": after["accepted_chars"],
+            "es_before": before["es"],
+            "es_after": after["es"],
+            "infill_before": before.get("infill"),
+            "infill_after": after.get("infill"),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        manifest = {
+            "base_model": model_path.name,
+            "base_sha256": gguf_sha256(model_path),
+            "kind": "dpo",
+            "config": config.as_json(),
+            "pairs_sha256": hashlib.sha256(
+                json.dumps([[p["prompt"], p["chosen"], p["rejected"]] for p in train_pairs]).encode()
+            ).hexdigest(),
+            "metrics": result,
+        }
+        version = write_version(directory, candidate, manifest)
+        result["adapter"] = version.name
+        result["promoted"] = bool(promote and better and kept)
+        if result["promoted"]:
+            promote_version(version)
+        result["why"] = (
+            "promoted" if result["promoted"] else
+            "not asked to promote" if not promote else
+            "held-out acceptance did not rise (or the characters taken fell)" if not better else
+            f"infilling dropped by more than {INFILL_DROP * 100:g} point"
+        )
+        return result
+    finally:  # the work directory goes, whatever happened (the registry keeps its own copy)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(args) -> int:

@@ -71,6 +71,19 @@ def test_no_pairs_file_and_empty_database(tmp_path):
     assert "hindsight: " in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_failed_refresh_leaves_no_work_directory_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    from refresh.job import refresh
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        refresh(pairs=PAIRS, model_path=bad, adapters=tmp_path / "adapters")
+    assert not list(tmp_path.glob("hindsight-refresh-*"))
+
+
 def test_held_out_split_is_stable_and_about_a_fifth():
     keys = [f"file:///repo/module_{i}.py" for i in range(2000)]
     share = sum(map(held_out, keys)) / len(keys)
