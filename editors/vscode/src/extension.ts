@@ -257,4 +257,3 @@ export async function deactivate(): Promise<void> {
   await hindsight?.stop();
   hindsight = undefined;
 }
-
