@@ -185,17 +185,22 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(args) -> int:
-    result = run(Path(args.repo), files=args.files, held_out_files=args.held_out_files, sites=args.sites,
-                 seed=args.seed, pace_ms=args.pace_ms, epochs=args.epochs,
-                 sft_weight=args.sft_weight, learning_rate=args.learning_rate,
-                 anchor_weight=DPOConfig.anchor_weight if args.anchor_weight is None else args.anchor_weight,
-                 infill_tasks=args.infill_tasks,
-                 trl_steps=args.trl_steps, train_db=Path(args.train_db) if args.train_db else None,
-                 progress=(lambda m: None) if args.json else print)
+    work = Path(tempfile.mkdtemp(prefix="hindsight-bench-refresh-"))
+    try:
+        result = run(Path(args.repo), files=args.files, held_out_files=args.held_out_files, sites=args.sites,
+                     seed=args.seed, pace_ms=args.pace_ms, epochs=args.epochs,
+                     sft_weight=args.sft_weight, learning_rate=args.learning_rate,
+                     anchor_weight=DPOConfig.anchor_weight if args.anchor_weight is None else args.anchor_weight,
+                     infill_tasks=args.infill_tasks, trl_steps=args.trl_steps, work=work,
+                     train_db=Path(args.train_db) if args.train_db else None,
+                     progress=(lambda m: None) if args.json else print)
+    finally:  # failed or not, the sessions' databases and adapters go unless asked for
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:
+        del result["work"]
     if args.plot:
         plot(result, Path(args.plot))
         result["plot"] = args.plot
-    if not args.keep:
-        shutil.rmtree(result.pop("work"), ignore_errors=True)
     print_result(result, args.json)
     return 0

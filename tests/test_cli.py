@@ -114,7 +114,8 @@ def test_version():
     ],
 )
 def test_a_benchmark_refusing_its_input_says_one_line(tmp_path: Path, args: list[str], expected: str):
-    result = hindsight("bench", *args, cwd=tmp_path)
+    result = hindsight("bench", *args, cwd=tmp_path, env={"TMPDIR": str(tmp_path)})
     assert result.returncode == 2, result.stderr
+    assert not list(tmp_path.glob("hindsight-*")), "a work directory was left behind"
     assert result.stderr.startswith("hindsight: ") and expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
