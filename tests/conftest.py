@@ -22,6 +22,14 @@ if "HINDSIGHT_DATA_DIR" not in os.environ:
 DATA_DIR = Path(os.environ["HINDSIGHT_DATA_DIR"])
 
 
+def module_tmp(prefix: str) -> Path:
+    """A directory for a test module whose servers are configured at import (pytest-lsp's clients are
+    module-scoped, so tmp_path is not there yet); removed when the test run ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def rows(db: Path, sql: str, params=()) -> list[dict]:
     """Read the server's database directly, as a user would with sqlite3."""
     conn = sqlite3.connect(db)

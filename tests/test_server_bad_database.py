@@ -3,19 +3,17 @@ session while completions go on."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, initialize, rows, server_config
+from conftest import WORKSPACE, initialize, module_tmp, rows, server_config
 
 pytestmark = pytest.mark.slow
 
-CORRUPT = Path(tempfile.mkdtemp(prefix="hindsight-bad-db-")) / "corrupt.db"
+CORRUPT = module_tmp("hindsight-bad-db-") / "corrupt.db"
 CONTENT = b"definitely not an SQLite database " * 200
 CORRUPT.write_bytes(CONTENT)
 

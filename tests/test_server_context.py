@@ -7,19 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, edit, rows, server_config
+from conftest import WORKSPACE, edit, module_tmp, rows, server_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-TMP = Path(tempfile.mkdtemp(prefix="hindsight-context-"))
+TMP = module_tmp("hindsight-context-")
 ROOT = TMP / "ws"
 shutil.copytree(WORKSPACE, ROOT)
 DB = TMP / "context.db"
