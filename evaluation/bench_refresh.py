@@ -58,6 +58,7 @@ def _logged(db: Path) -> dict:
 def run(
     repo: Path,
     *,
+    work: Path,
     files: int = 30,
     held_out_files: int = 12,
     sites: int = 2,
@@ -69,19 +70,17 @@ def run(
     anchor_weight: float = DPOConfig.anchor_weight,
     infill_tasks: int = INFILL_TASKS,
     trl_steps: int = 1,
-    work: Path | None = None,
     train_db: Path | None = None,
     progress=print,
 ) -> dict:
-    """The bench; `train_db`: the training side's sessions, already simulated (step 1 is skipped)."""
+    """The bench, its databases and adapters in `work`; `train_db`: the training side's sessions, already
+    simulated (step 1 is skipped)."""
     from collector.pairs import mine
     from refresh.job import _accepted_rows, held_out, refresh
 
     from .simulate import simulate
 
     repo = Path(repo).resolve()
-    work = Path(work or tempfile.mkdtemp(prefix="hindsight-bench-refresh-"))
-    work.mkdir(parents=True, exist_ok=True)
     base_options = {"gate": {"enabled": False}, "adapter": False}
     key = lambda rel: f"{repo.name}/{rel}"  # noqa: E731
 
@@ -155,7 +154,6 @@ def run(
         "anchor_weight": anchor_weight,
         "anchor_kl": result["anchor_kl"],
         "files": {"train": train_run["files"], "held_out": before["files"]},
-        "work": str(work),
     }
 
 
@@ -197,8 +195,8 @@ def main(args) -> int:
     finally:  # failed or not, the sessions' databases and adapters go unless asked for
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    if not args.keep:
-        del result["work"]
+    if args.keep:
+        result["work"] = str(work)
     if args.plot:
         plot(result, Path(args.plot))
         result["plot"] = args.plot

@@ -14,20 +14,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = ROOT / "tests" / "workspace"
 
-# Every server and CLI the tests start uses this data dir unless a test says otherwise. One made here
-# (it holds a copy of the model, ~240 MB) is removed when the test run ends.
-if "HINDSIGHT_DATA_DIR" not in os.environ:
-    os.environ["HINDSIGHT_DATA_DIR"] = tempfile.mkdtemp(prefix="hindsight-test-data-")
-    atexit.register(shutil.rmtree, os.environ["HINDSIGHT_DATA_DIR"], ignore_errors=True)
-DATA_DIR = Path(os.environ["HINDSIGHT_DATA_DIR"])
 
-
-def module_tmp(prefix: str) -> Path:
-    """A directory for a test module whose servers are configured at import (pytest-lsp's clients are
-    module-scoped, so tmp_path is not there yet); removed when the test run ends."""
+def run_tmp(prefix: str) -> Path:
+    """A temporary directory removed when the test run ends: for what exists before any test's tmp_path
+    (the data dir below; the databases of modules whose pytest-lsp servers are configured at import)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+# Every server and CLI the tests start uses this data dir unless a test says otherwise. One made here
+# (it holds a copy of the model, ~240 MB) is removed when the test run ends.
+if "HINDSIGHT_DATA_DIR" not in os.environ:
+    os.environ["HINDSIGHT_DATA_DIR"] = str(run_tmp("hindsight-test-data-"))
+DATA_DIR = Path(os.environ["HINDSIGHT_DATA_DIR"])
 
 
 def rows(db: Path, sql: str, params=()) -> list[dict]:

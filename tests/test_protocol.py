@@ -14,13 +14,13 @@ import time
 
 import pytest
 
-from conftest import WORKSPACE, module_tmp
+from conftest import WORKSPACE, run_tmp
 from raw_client import RawServer, frame
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 REQUEST_CANCELLED, CONTENT_MODIFIED = -32800, -32801
 
-TMP = module_tmp("hindsight-protocol-")
+TMP = run_tmp("hindsight-protocol-")
 NO_MODEL = {"model": str(TMP / "no-model.gguf"), "databasePath": str(TMP / "fast.db"), "context": {"crossFile": False}}
 STATUS = {"command": "hindsight.status", "arguments": []}
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import WORKSPACE, module_tmp
+from conftest import WORKSPACE, run_tmp
 from raw_client import RawServer, frame
 
 PARSE_ERROR, INVALID_REQUEST, INTERNAL_ERROR = -32700, -32600, -32603
-TMP = module_tmp("hindsight-fuzz-")
+TMP = run_tmp("hindsight-fuzz-")
 NO_MODEL = {"model": str(TMP / "no-model.gguf"), "databasePath": str(TMP / "fuzz.db"), "context": {"crossFile": False}}
 WITH_MODEL = {"databasePath": str(TMP / "fuzz-model.db"), "context": {"crossFile": False}}
 STATUS = {"command": "hindsight.status", "arguments": []}

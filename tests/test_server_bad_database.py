@@ -9,11 +9,11 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, initialize, module_tmp, rows, server_config
+from conftest import WORKSPACE, initialize, rows, run_tmp, server_config
 
 pytestmark = pytest.mark.slow
 
-CORRUPT = module_tmp("hindsight-bad-db-") / "corrupt.db"
+CORRUPT = run_tmp("hindsight-bad-db-") / "corrupt.db"
 CONTENT = b"definitely not an SQLite database " * 200
 CORRUPT.write_bytes(CONTENT)
 

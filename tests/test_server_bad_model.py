@@ -7,9 +7,9 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, initialize, module_tmp, server_config
+from conftest import WORKSPACE, initialize, run_tmp, server_config
 
-BAD_MODEL = module_tmp("hindsight-bad-model-") / "broken.gguf"
+BAD_MODEL = run_tmp("hindsight-bad-model-") / "broken.gguf"
 BAD_MODEL.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 100)  # right magic, truncated header
 DB = BAD_MODEL.parent / "bad-model.db"
 

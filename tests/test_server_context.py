@@ -13,11 +13,11 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, edit, module_tmp, rows, server_config
+from conftest import WORKSPACE, edit, rows, run_tmp, server_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-TMP = module_tmp("hindsight-context-")
+TMP = run_tmp("hindsight-context-")
 ROOT = TMP / "ws"
 shutil.copytree(WORKSPACE, ROOT)
 DB = TMP / "context.db"

@@ -16,11 +16,11 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pytest_lsp import LanguageClient
 
-from conftest import WORKSPACE, edit, initialize, module_tmp, rows, server_config
+from conftest import WORKSPACE, edit, initialize, rows, run_tmp, server_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-DB = module_tmp("hindsight-e2e-") / "e2e.db"
+DB = run_tmp("hindsight-e2e-") / "e2e.db"
 # Cross-file context off: these tests are about the protocol, at positions picked for this model without
 # context (tests/test_server_context.py covers the context).
 OPTIONS = {"databasePath": str(DB), "persistenceDelaysS": [1.0, 2.0], "context": {"crossFile": False}}
