@@ -79,8 +79,20 @@ def read_pairs(path: Path) -> list[dict]:
     return rows
 
 
-def _group(pair: dict) -> str:
-    return f"{pair.get('database') or ''}\0{pair.get('uri') or pair.get('repo') or ''}"
+def _group(row: dict) -> str:
+    """The file a pair (or a logged suggestion) was written in, as its path inside its repository: so the
+    split is the same wherever the database lies, and a file that several databases hold (a team's) falls
+    on one side. (`hindsight bench refresh` picks its held-out files by `repo-name/path`, another key, so
+    the two splits are independent.)"""
+    from collector.pairs import _path_of, repo_of
+
+    path = _path_of(row.get("uri"))
+    if path is None:
+        return row.get("repo") or ""
+    try:
+        return path.relative_to(row.get("repo") or repo_of(row)).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def held_out(key: str, share: float = HELD_OUT) -> bool:

@@ -91,6 +91,19 @@ def test_held_out_split_is_stable_and_about_a_fifth():
     assert [held_out(k) for k in keys[:50]] == [held_out(k) for k in keys[:50]]
 
 
+def test_a_file_falls_on_one_side_wherever_its_database_and_checkout_lie():
+    from refresh.job import _group
+
+    pair = lambda db, root: {"database": db, "repo": root, "uri": f"file://{root}/pkg/util.py"}  # noqa: E731
+    keys = {_group(pair(db, root)) for db in ("/tmp/a/train.db", "/home/b/hindsight.db")
+            for root in ("/home/a/proj", "/srv/b/checkout")}
+    assert keys == {"pkg/util.py"}
+    # A logged row carries no repo: its root is read off the prompt's header line, as for the pairs.
+    row = {"uri": "file:///home/a/proj/pkg/util.py", "prefix": "x = 1\n", "prompt": "# pkg/util.py\nx = 1\n"}
+    assert _group(row) == "pkg/util.py"
+    assert _group({"uri": "file:///elsewhere/util.py", "repo": "/home/a/proj"}) == "/elsewhere/util.py"
+
+
 def _margin(model_path: Path, adapter: Path | None, prompt: str, chosen: str, rejected: str) -> float:
     """log p(chosen) - log p(rejected) after `prompt`, under llama.cpp (the served model)."""
     from engine.llama_backend import LlamaBackend
