@@ -106,12 +106,13 @@ def run(
     )
     adapter = work / "adapters" / result["adapter"] / "adapter.gguf"
 
-    replays = {}
+    replays, steps = {}, {}
     for name, options in (("before", base_options), ("after", {**base_options, "adapter": True, "adapterPath": str(adapter)})):
         progress(f"replaying {held_out_files} held-out files ({name})")
+        steps[name] = {}
         replays[name] = asyncio.run(
             simulate(repo, files=held_out_files, sites=sites, seed=seed + 1, db=work / f"held-out-{name}.db",
-                     pace_ms=pace_ms, options=options, select=lambda rel: held_out(key(rel)))
+                     pace_ms=pace_ms, options=options, select=lambda rel: held_out(key(rel)), by_site=steps[name])
         )
 
     trl = {"pairs_per_minute": None}
@@ -133,6 +134,7 @@ def run(
         "acceptance_after": after["acceptance_rate"],
         "acceptance_change": round(after["acceptance_rate"] / before["acceptance_rate"] - 1, 3)
         if before["acceptance_rate"] else None,
+        "acceptance_change_90": change_interval(steps["before"], steps["after"], seed=seed),
         "es_before": before["es"],
         "es_after": after["es"],
         "accepted_chars_before": before["accepted_chars"],
@@ -155,6 +157,29 @@ def run(
         "anchor_kl": result["anchor_kl"],
         "files": {"train": train_run["files"], "held_out": before["files"]},
     }
+
+
+def change_interval(before: dict, after: dict, rounds: int = 2000, seed: int = 0) -> list[float] | None:
+    """A 90% bootstrap interval of the relative change in acceptance: the held-out sites resampled, each
+    site's before and after together (the same site, the same developer, so the pairing stays)."""
+    import numpy as np
+
+    sites = sorted(before.keys() & after.keys())
+    if not sites:
+        return None
+
+    def counts(steps) -> tuple[int, int]:
+        shown = [s for s in steps if s.action != "empty"]
+        return sum(s.action == "accepted" for s in shown), len(shown)
+
+    table = np.array([[*counts(before[k]), *counts(after[k])] for k in sites], dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(sites), (rounds, len(sites)))
+    acc_b, shown_b, acc_a, shown_a = table[draws].sum(axis=1).T
+    ok = (acc_b > 0) & (shown_a > 0)
+    if not ok.any():
+        return None
+    change = (acc_a[ok] / shown_a[ok]) / (acc_b[ok] / shown_b[ok]) - 1
+    return [round(float(q), 3) for q in np.percentile(change, [5, 95])]
 
 
 def plot(result: dict, path: Path) -> None:

@@ -273,11 +273,13 @@ async def simulate(
     dismiss_rate: float = DISMISS_RATE,
     steps: list[Step] | None = None,
     select: Callable[[str], bool] | None = None,
+    by_site: dict[str, list[Step]] | None = None,
 ) -> dict[str, Any]:
     """Run the simulation; the summary. `options` go into initializationOptions (`db` wins over theirs).
 
     `steps`, when given, receives every request's Step (the tests compare them with the database);
-    `select` keeps only some files (see `plan`).
+    `select` keeps only some files (see `plan`); `by_site`, when given, receives each site's Steps under
+    `path:k` (the bench's interval resamples sites).
     """
     t0 = time.perf_counter()
     repo = Path(repo)
@@ -316,7 +318,10 @@ async def simulate(
                     dismiss_rate=dismiss_rate,
                     on_step=all_steps.append,
                 )
+                first = len(all_steps)
                 replay = await dev.run()
+                if by_site is not None:
+                    by_site[f"{rel}:{k}"] = all_steps[first:]
                 session.client.text_document_did_close(
                     types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=doc.uri))
                 )

@@ -234,3 +234,20 @@ def test_cli_repo_without_usable_files(tmp_path: Path):
     (tmp_path / "short.py").write_text("def f():\n    return 1\n")
     result = hindsight("simulate", str(tmp_path), "--db", str(tmp_path / "x.db"))
     assert result.returncode == 2 and "no usable source file" in result.stderr
+
+
+def test_the_refresh_bench_interval_resamples_sites_and_brackets_the_change():
+    from evaluation.bench_refresh import change_interval
+    from evaluation.simulator import Step
+
+    def site(accepted: int, rejected: int, empty: int = 1) -> list[Step]:
+        return ([Step(0, "x", 1.0, "accepted")] * accepted + [Step(0, "y", 1.0, "typed_over")] * rejected
+                + [Step(0, "", 1.0, "empty")] * empty)
+
+    before = {f"f{i}.py:0": site(1, 3) for i in range(40)}
+    after = {f"f{i}.py:0": site(2, 2) for i in range(40)}  # every site doubles its acceptance
+    assert change_interval(before, after) == [1.0, 1.0]
+    after = {k: site(2, 2) if i % 2 else site(1, 3) for i, k in enumerate(after)}  # half the sites do
+    low, high = change_interval(before, after)
+    assert low < 0.5 < high and high - low < 0.5
+    assert change_interval(before, {"other.py:0": site(1, 1)}) is None
