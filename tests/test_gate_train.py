@@ -8,7 +8,6 @@ gate that learned anything must rank it. No model is needed.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sqlite3

@@ -157,7 +157,7 @@ def test_ghost_text_accepted_with_tab_is_inserted_and_recorded_accepted(editor):
 
 def test_dismiss_key_hides_the_suggestion_and_records_it_rejected(editor):
     path, nvim, db, _ = editor
-    suggestion = type_until_suggestion(nvim, 30, "        return 2 * ", "(to")
+    type_until_suggestion(nvim, 30, "        return 2 * ", "(to")
     id = shown_id(nvim)
     nvim.input("<C-]>")
     wait_for(nvim, "require('hindsight').suggestion() == nil")

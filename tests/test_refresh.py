@@ -126,10 +126,7 @@ def _margin(model_path: Path, adapter: Path | None, prompt: str, chosen: str, re
             llm.eval([token])
         return total
 
-    try:
-        return logprob(chosen) - logprob(rejected)
-    finally:
-        del llm, backend
+    return logprob(chosen) - logprob(rejected)
 
 
 @pytest.mark.slow
