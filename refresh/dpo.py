@@ -55,6 +55,7 @@ class DPOConfig:
     anchor_top_k: int = 32  # the base distribution kept as its top k tokens plus the rest as one bin
     seed: int = 0
     targets: tuple[str, ...] = ATTENTION
+    top_layers: float = 0.5  # the LoRA sits on this top share of the decoder layers (1: all of them)
 
     def as_json(self) -> dict:
         return {**asdict(self), "targets": list(self.targets)}
@@ -239,6 +240,13 @@ def _anchor_kl(model, anchor: Anchor):
     return kl.mean()
 
 
+def top_layers(model, share: float) -> list[int] | None:
+    """The indices of the top `share` of the model's decoder layers (None: all of them)."""
+    n = model.config.num_hidden_layers
+    k = max(1, round(n * share))
+    return None if k >= n else list(range(n - k, n))
+
+
 def add_lora(model, config: DPOConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -246,6 +254,7 @@ def add_lora(model, config: DPOConfig):
         r=config.rank,
         lora_alpha=config.alpha,
         target_modules=list(config.targets),
+        layers_to_transform=top_layers(model, config.top_layers),
         lora_dropout=0.0,
         bias="none",
         task_type="CAUSAL_LM",

@@ -76,7 +76,7 @@ def trl_pairs_per_minute(
 
     from engine.model import resolve_model
     from refresh.base import load_base
-    from refresh.dpo import DPOConfig as OurConfig
+    from refresh.dpo import DPOConfig as OurConfig, top_layers
 
     needed = steps * BATCH
     rows = [{k: str(p[k]) for k in ("prompt", "chosen", "rejected")} for p in pairs]
@@ -110,6 +110,7 @@ def trl_pairs_per_minute(
             lora_alpha=alpha,
             lora_dropout=0.0,
             target_modules=list(OurConfig().targets),
+            layers_to_transform=top_layers(model, OurConfig().top_layers),
             task_type="CAUSAL_LM",
         )
         step_seconds: list[float] = []
