@@ -164,13 +164,15 @@ def change_interval(before: dict, after: dict, rounds: int = 2000, seed: int = 0
     site's before and after together (the same site, the same developer, so the pairing stays)."""
     import numpy as np
 
+    from .simulate import summarize
+
     sites = sorted(before.keys() & after.keys())
     if not sites:
         return None
 
     def counts(steps) -> tuple[int, int]:
-        shown = [s for s in steps if s.action != "empty"]
-        return sum(s.action == "accepted" for s in shown), len(shown)
+        summary = summarize(steps, 0, 0)
+        return summary["accepted"], summary["shown"]
 
     table = np.array([[*counts(before[k]), *counts(after[k])] for k in sites], dtype=float)
     draws = np.random.default_rng(seed).integers(0, len(sites), (rounds, len(sites)))
