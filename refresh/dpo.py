@@ -11,6 +11,9 @@ minute on two cores (0.65 with our ~1,300-token prompts). Here, with the same lo
   gradient is that of a model whose prompt representation is held fixed for the step.
 - The LM head runs only where a completion token is predicted (a few positions, not a thousand).
 - The reference log-probs are computed once, before training (the adapter switched off), not per step.
+- The layers below the adapter (it sits on the top half: `DPOConfig.top_layers`) compute the same all
+  through training: the reference pass keeps the hidden states that leave them, and training runs only
+  the adapted layers, from those states (exact; `PromptCache`).
 - Tokens chosen and rejected begin with alike are moved into the prompt: their log-probs would cancel.
 
 The prompt is the one the model saw, whole (cut to its last `max_prompt_tokens` tokens only beyond what the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -68,6 +72,8 @@ class Example:
     rejected: list[int]
     ref_chosen: float = math.nan  # the reference model's log-probs of each completion
     ref_rejected: float = math.nan
+    trunk: tuple | None = None  # the hidden states entering the lowest adapted layer (PromptCache), of the
+    # prompt (chunks) and of the completions' inputs
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Anchor:
     line: list[int]  # the line's tokens, its newline included
     ref_ids: object = None  # (len(line), k) the base model's likeliest tokens at each position
     ref_logps: object = None  # (len(line), k) their log-probs
+    trunk: tuple | None = None  # as Example.trunk
 
 
 @dataclass
@@ -121,71 +128,137 @@ def encode_anchor(tokenizer, prefix: str, line: str, config: DPOConfig) -> Ancho
     return Anchor(ids, tokenizer(line + "\n", add_special_tokens=False)["input_ids"][:32])
 
 
+class _KV:
+    """Keys and values per decoder layer, in the form the attention layers update: a minimal transformers
+    Cache, full length in every layer (a sliding-window layer's mask limits attention to its window)."""
+
+    def __init__(self, layers: dict | None = None):
+        self.layers = dict(layers or {})  # layer index -> (keys, values)
+
+    def update(self, keys, values, layer_idx, *args, **kwargs):
+        import torch
+
+        if layer_idx in self.layers:
+            k, v = self.layers[layer_idx]
+            batch = (keys.shape[0], -1, -1, -1)
+            keys, values = torch.cat([k.expand(batch), keys], dim=2), torch.cat([v.expand(batch), values], dim=2)
+        self.layers[layer_idx] = (keys, values)
+        return keys, values
+
+
+def _forward(inner, x, start: int, kv: _KV, first: int = 0, split: int = 0):
+    """Run the decoder layers from `first` up over the tokens at positions `start`.. after those in `kv`,
+    which it extends. `x` is their ids (batch, tokens) when `first` is 0, else the hidden states that enter
+    layer `first`. Returns the final (normed) hidden states, and the ones entering layer `split` when
+    `split` > `first` (else None). Batches are right-padded: a real token never attends to a pad after it."""
+    import torch
+
+    body = inner.model
+    config = body.config
+    hidden = body.embed_tokens(x) if first == 0 else x
+    batch, n = hidden.shape[:2]
+    positions = torch.arange(start, start + n, device=hidden.device)
+    distance = positions[:, None] - torch.arange(start + n, device=hidden.device)[None, :]
+    masks = {"full_attention": (distance >= 0)[None, None]}
+    if getattr(config, "sliding_window", None):
+        masks["sliding_attention"] = ((distance >= 0) & (distance < config.sliding_window))[None, None]
+    position_ids = positions.unsqueeze(0).expand(batch, -1)
+    types = getattr(config, "layer_types", None)
+    if types:  # a rotary embedding per attention type (Gemma 3: local and global)
+        rope = {t: body.rotary_emb(hidden, position_ids, t) for t in set(types)}
+    else:
+        rope = {"full_attention": body.rotary_emb(hidden, position_ids)}
+    boundary = None
+    for i in range(first, config.num_hidden_layers):
+        if i == split > first:
+            boundary = hidden
+        kind = types[i] if types else "full_attention"
+        hidden = body.layers[i](
+            hidden, attention_mask=masks[kind], position_embeddings=rope[kind], position_ids=position_ids, cache=kv
+        )
+    return body.norm(hidden), boundary
+
+
+def trunk_depth(model) -> int:
+    """How many decoder layers, from the bottom, hold no adapter: training never changes what they compute."""
+    adapted = {int(m.group(1)) for name, _ in model.named_parameters()
+               if "lora_" in name and (m := re.search(r"layers\.(\d+)\.", name))}
+    return min(adapted) if adapted else 0
+
+
+def _cut(chunks: list, n: int) -> list:
+    """The first `n` tokens of hidden states held as chunks (batch, tokens, dim)."""
+    out = []
+    for chunk in chunks:
+        if n <= 0:
+            break
+        out.append(chunk[:, :n])
+        n -= chunk.shape[1]
+    return out
+
+
 class PromptCache:
     """The KV cache of the last prompt run, so the next one computes only the tokens after their common
     beginning. Pairs sorted by file and time share most of their prompt (the engine anchors its window
     to keep its own cache): measured on a simulated log, 13% of prompt tokens are new from one pair to
-    the next. Valid for one set of weights: `clear()` it when they change."""
+    the next. Valid for one set of weights: `clear()` it when they change.
 
-    def __init__(self):
-        self.ids: list[int] = []
-        self.layers: list[tuple] = []  # per layer (keys, values) of self.ids
+    The trunk: the decoder layers below the lowest adapted one compute the same with the adapter as
+    without. With `split` (the reference pass, which runs every layer), the cache also keeps the hidden
+    states that enter layer `split`, as chunks shared between consecutive prompts. With `first` (training),
+    it runs only the layers from `first` up, from those states: exact, and half the work per token when
+    the adapter sits on the top half."""
+
+    def __init__(self, first: int = 0, split: int = 0):
+        self.first, self.split = first, split
+        self.clear()
 
     def clear(self) -> None:
-        self.ids, self.layers = [], []
+        self.ids: list[int] = []
+        self.layers: dict = {}  # per layer (keys, values) of self.ids
+        self.trunk: list = []  # with `split`: chunks of the hidden states entering layer `split` at self.ids
 
-    def extend(self, inner, ids: list[int]) -> None:
-        """Make the cache hold `ids` (evaluated without gradient)."""
+    def extend(self, inner, ids: list[int], trunk: list | None = None) -> None:
+        """Make the cache hold `ids` (evaluated without gradient). With `first`, `trunk` holds the hidden
+        states entering layer `first` at `ids` (chunks)."""
         import torch
 
         same = 0
         limit = min(len(ids), len(self.ids))
         while same < limit and ids[same] == self.ids[same]:
             same += 1
-        if same == 0 or not self.layers:
-            self.layers, same = [], 0
-        cache = self.cache(same)
+        kv = self.cache(same)
         if same < len(ids):
-            device = inner.device
+            if self.first:
+                x = torch.cat(_cut(trunk, len(ids)), dim=1)[:, same:]
+            else:
+                x = torch.tensor([ids[same:]], device=inner.device)
             with torch.no_grad():
-                inner.model(
-                    input_ids=torch.tensor([ids[same:]], device=device),
-                    past_key_values=cache,
-                    position_ids=torch.arange(same, len(ids), device=device).unsqueeze(0),
-                    cache_position=torch.arange(same, len(ids), device=device),
-                    use_cache=True,
-                )
+                _, boundary = _forward(inner, x, same, kv, self.first, self.split)
+            self.trunk = _cut(self.trunk, same) + ([boundary] if boundary is not None else [])
         self.ids = list(ids)
-        self.layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self.layers = kv.layers
 
-    def cache(self, length: int | None = None, batch: int = 1):
-        """A fresh DynamicCache of the first `length` cached tokens, repeated `batch` times. Full layers
-        throughout (a sliding-window layer drops what a later prompt may need; the model's own mask
-        still limits attention to its window)."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
+    def cache(self, length: int | None = None) -> _KV:
+        """A fresh cache of the first `length` cached tokens (the new tokens' keys and values are added to
+        it, not to this one's)."""
         length = len(self.ids) if length is None else length
-        if length:
-            for i, (k, v) in enumerate(self.layers):
-                k, v = k[:, :, :length], v[:, :, :length]
-                if batch > 1:
-                    k, v = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
-                cache.update(k, v, i)
-        return cache
+        return _KV({i: (k[:, :, :length], v[:, :, :length]) for i, (k, v) in self.layers.items()} if length else {})
 
 
-def _token_logprobs(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], prompts: PromptCache):
+def _token_logprobs(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], prompts: PromptCache,
+                    item: "Example | Anchor | None" = None):
     """Next-token log-probs (over the whole vocabulary) at every completion position, after `prompt`:
     (log_probs [positions, vocab], targets [positions], row of each position). The prompt runs without
     gradient (through `prompts`, which keeps its KV cache for the next call); gradient flows through the
-    completions."""
+    completions. When `prompts` records the trunk, `item` keeps its states (`item.trunk`); when it runs
+    from the trunk, they come from `item`."""
     import torch
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     n = len(completions)
-    prompts.extend(inner, list(prompt[:-1]))
-    cache = prompts.cache(batch=n)
+    prompts.extend(inner, list(prompt[:-1]), item.trunk[0] if prompts.first else None)
+    cache = prompts.cache()
     width = max(map(len, completions))
     inputs = torch.zeros((n, width), dtype=torch.long)
     targets = torch.full((n, width), -100, dtype=torch.long)
@@ -193,18 +266,12 @@ def _token_logprobs(model, prompt: Sequence[int], completions: Sequence[Sequence
         seq = [prompt[-1], *c[:-1]]
         inputs[i, : len(seq)] = torch.tensor(seq)
         targets[i, : len(c)] = torch.tensor(c)
-    start = len(prompt) - 1
     device = inner.device
     inputs, targets = inputs.to(device), targets.to(device)
-    positions = torch.arange(start, start + width, device=device)
-    # Right padding: a real token never attends to a pad after it, so no mask beyond the causal one.
-    hidden = inner.model(
-        input_ids=inputs,
-        past_key_values=cache,
-        position_ids=positions.unsqueeze(0).expand(n, -1),
-        cache_position=positions,
-        use_cache=True,
-    ).last_hidden_state
+    x = item.trunk[1] if prompts.first else inputs
+    hidden, boundary = _forward(inner, x, len(prompt) - 1, cache, prompts.first, prompts.split)
+    if boundary is not None and item is not None:
+        item.trunk = (list(prompts.trunk), boundary.detach())
     mask = targets != -100
     logits = inner.lm_head(hidden[mask]).float()
     cap = getattr(inner.config, "final_logit_softcapping", None)
@@ -214,12 +281,13 @@ def _token_logprobs(model, prompt: Sequence[int], completions: Sequence[Sequence
     return torch.log_softmax(logits, dim=-1), targets[mask], rows
 
 
-def _logps(model, prompt: Sequence[int], completions: Sequence[Sequence[int]], prompts: PromptCache):
-    """Summed log-probs of each completion after `prompt` (a tensor, one per completion), and their
+def _logps(model, ex: Example, prompts: PromptCache):
+    """Summed log-probs of the example's chosen and rejected completions (a tensor of two), and their
     token counts."""
     import torch
 
-    log_probs, targets, rows = _token_logprobs(model, prompt, completions, prompts)
+    completions = [ex.chosen, ex.rejected]
+    log_probs, targets, rows = _token_logprobs(model, ex.prompt, completions, prompts, ex)
     token_logps = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
     sums = torch.zeros(len(completions), dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
     return sums, torch.bincount(rows, minlength=len(completions))
@@ -230,7 +298,8 @@ def _anchor_kl(model, anchor: Anchor):
     base's top k tokens plus one bin for the rest (so it is a true KL, never negative)."""
     import torch
 
-    log_probs, _, _ = _token_logprobs(model, anchor.prompt, [anchor.line], PromptCache())
+    prompts = PromptCache(first=trunk_depth(model) if anchor.trunk else 0)
+    log_probs, _, _ = _token_logprobs(model, anchor.prompt, [anchor.line], prompts, anchor)
     ref = anchor.ref_logps.to(log_probs.device)
     ids = anchor.ref_ids.to(log_probs.device)
     top = log_probs.gather(1, ids)
@@ -264,16 +333,17 @@ def add_lora(model, config: DPOConfig):
 
 def reference(model, examples: Iterable[Example], anchors: Iterable[Anchor] = (), top_k: int = 32) -> None:
     """Fill in each example's reference log-probs, and each anchor's top-k distribution: the model with
-    the adapter switched off."""
+    the adapter switched off. Each keeps its trunk states too, from which training runs (PromptCache)."""
     import torch
 
-    prompts = PromptCache()
+    depth = trunk_depth(model)
+    prompts = PromptCache(split=depth)
     with torch.no_grad(), model.disable_adapter():
         for ex in examples:
-            sums, _ = _logps(model, ex.prompt, [ex.chosen, ex.rejected], prompts)
+            sums, _ = _logps(model, ex, prompts)
             ex.ref_chosen, ex.ref_rejected = float(sums[0]), float(sums[1])
         for anchor in anchors:
-            log_probs, _, _ = _token_logprobs(model, anchor.prompt, [anchor.line], PromptCache())
+            log_probs, _, _ = _token_logprobs(model, anchor.prompt, [anchor.line], PromptCache(split=depth), anchor)
             top = log_probs.topk(top_k, dim=1)
             anchor.ref_logps, anchor.ref_ids = top.values.cpu(), top.indices.cpu()
 
@@ -310,7 +380,7 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_steps))
     model.train()
     steps = [examples[i : i + config.pairs_per_step] for i in range(0, len(examples), config.pairs_per_step)]
-    prompts = PromptCache()
+    prompts = PromptCache(first=trunk_depth(model))
     turn = 0
     for epoch in range(config.epochs):
         rng.shuffle(steps)
@@ -319,7 +389,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             prompts.clear()  # the weights changed at the last step
             for ex in batch:
-                sums, counts = _logps(model, ex.prompt, [ex.chosen, ex.rejected], prompts)
+                sums, counts = _logps(model, ex, prompts)
                 margin = (sums[0] - ex.ref_chosen) - (sums[1] - ex.ref_rejected)
                 loss = -F.logsigmoid(config.beta * margin)
                 if config.sft_weight:

@@ -218,3 +218,55 @@ def test_anchor_kl_is_zero_for_the_base_and_grows_as_the_model_moves():
     kl.backward()  # the gradient reaches the adapter (through the line's tokens; the prompt's keys and
     # values are held fixed, as for the pairs: refresh/dpo.py)
     assert sum(float(p.grad.abs().sum()) for p in lora_b if p.grad is not None) > 0
+
+
+@pytest.mark.slow
+def test_the_trainers_log_probs_are_those_of_a_plain_forward_pass():
+    """The trainer's shortcuts (a prompt cache shared by consecutive pairs and by chosen and rejected; the
+    layers below the adapter run once, in the reference pass) change no log-prob: with the adapter off
+    and on, on prompts longer than Gemma 3's sliding window."""
+    import textwrap
+
+    import torch
+
+    from engine.model import resolve_model
+    from refresh.base import load_base
+    from refresh.dpo import DPOConfig, PromptCache, _logps, add_lora, encode, reference, trunk_depth
+
+    model, tokenizer = load_base(resolve_model(None))
+    config = DPOConfig()
+    source = Path(textwrap.__file__).read_text()
+    first = source[: source.index("\n", 2400) + 1]  # about 600 tokens: past the 512-token window
+    second = first + "    chunks = text.split()\n"
+    examples = [encode(tokenizer, first, "    chunks = text.split()", "    return None", config),
+                encode(tokenizer, second, "    return chunks", "    return text", config)]
+    assert 512 < len(examples[0].prompt) < 1000
+    peft_model = add_lora(model, config)
+    assert trunk_depth(peft_model) == model.config.num_hidden_layers // 2  # the adapter's top half
+
+    def plain(ex):
+        """Summed log-probs of chosen and rejected by the model's own forward pass, whole sequences."""
+        sums = []
+        for completion in (ex.chosen, ex.rejected):
+            ids = torch.tensor([ex.prompt + completion])
+            with torch.no_grad():
+                logits = peft_model(input_ids=ids, logits_to_keep=len(completion) + 1).logits[0, :-1].float()
+            sums.append(float(torch.log_softmax(logits, -1).gather(1, torch.tensor(completion)[:, None]).sum()))
+        return sums
+
+    reference(peft_model, examples)
+    with peft_model.disable_adapter():
+        for ex in examples:
+            assert np.allclose([ex.ref_chosen, ex.ref_rejected], plain(ex), atol=2e-3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    prompts = PromptCache(first=trunk_depth(peft_model))  # as training runs: the top half, from the trunk
+    for ex in examples:
+        with torch.no_grad():
+            sums, _ = _logps(peft_model, ex, prompts)
+        expected = plain(ex)
+        assert np.allclose(sums.tolist(), expected, atol=2e-3), (sums.tolist(), expected)
+        assert not np.allclose(expected, [ex.ref_chosen, ex.ref_rejected], atol=0.05)  # the adapter moved them
