@@ -105,12 +105,13 @@ def trl_pairs_per_minute(
             disable_tqdm=True,
             **({} if max_length == "default" else {"max_length": max_length}),
         )
+        ours = OurConfig()  # the same adapter as ours
         peft_config = LoraConfig(
             r=rank,
             lora_alpha=alpha,
             lora_dropout=0.0,
-            target_modules=list(OurConfig().targets),
-            layers_to_transform=top_layers(model, OurConfig().top_layers),
+            target_modules=list(ours.targets),
+            layers_to_transform=top_layers(model, ours.top_layers),
             task_type="CAUSAL_LM",
         )
         step_seconds: list[float] = []
