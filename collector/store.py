@@ -148,18 +148,36 @@ class Store:
         try:
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA busy_timeout = 10000")
-            self._check_is_ours()  # both before anything is written: a file that is not ours stays as it was
-            self._quick_check()
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            migrations.migrate(self.db)
-            self._columns = [row[1] for row in self.db.execute("PRAGMA table_info(requests)")]
+            self._open(time.monotonic() + 10.0)
         except sqlite3.Error as e:
             conn.close()
             raise self._error(e) from None
         except BaseException:
             conn.close()
             raise
+
+    def _open(self, deadline: float) -> None:
+        """Check, switch to WAL and migrate; every step is idempotent. SQLite answers "database is locked"
+        at once, without waiting out the busy timeout, where waiting could deadlock (a connection inside a
+        read transaction that needs a write lock, as switching a new file to WAL can be while other
+        processes open it: seen once in CI with four writers opening a new database together), so a busy
+        answer starts the steps again until `deadline`."""
+        while True:
+            try:
+                self._check_is_ours()  # both before anything is written: a file that is not ours stays as it was
+                self._quick_check()
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                migrations.migrate(self.db)
+                self._columns = [row[1] for row in self.db.execute("PRAGMA table_info(requests)")]
+                return
+            except sqlite3.OperationalError as e:
+                code = getattr(e, "sqlite_errorcode", 0) or 0
+                if code & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                if self.db.conn.in_transaction:
+                    self.db.execute("ROLLBACK")
+                time.sleep(0.05)
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
