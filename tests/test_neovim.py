@@ -170,12 +170,13 @@ def test_accept_word_inserts_one_word_and_records_a_partial_accept(editor):
     path, nvim, db, _ = editor
     # "math.is", not "math.": after the dot alone the model may write nothing (seen in the plugin's mode
     # with a fresh build: the cache's history moves greedy output), and this test is about accepting a word.
-    suggestion = type_until_suggestion(nvim, 33, "        return ", "math.is")
+    keep, typed = "        return ", "math.is"
+    suggestion = type_until_suggestion(nvim, 33, keep, typed)
     id = shown_id(nvim)
     word = nvim.exec_lua("return require('hindsight.piece').word(...)", suggestion)
     assert word and len(word) < len(suggestion) or pytest.skip("one-word suggestion")
     nvim.input("<M-Right>")
-    wait_for(nvim, f"vim.api.nvim_get_current_line() == {('        return math.is' + word)!r}")
+    wait_for(nvim, f"vim.api.nvim_get_current_line() == {(keep + typed + word)!r}")
     (row,) = wait_rows(db, "SELECT * FROM requests WHERE outcome = 'partial' AND id = ?", [id])
     assert row["accepted_length"] == len(row["completion"]) - len(suggestion) + len(word)
 
