@@ -231,7 +231,7 @@ def test_the_trainers_log_probs_are_those_of_a_plain_forward_pass():
 
     from engine.model import resolve_model
     from refresh.base import load_base
-    from refresh.dpo import DPOConfig, PromptCache, _logps, add_lora, encode, reference, top_layers, trunk_depth
+    from refresh.dpo import DPOConfig, PromptCache, _logps, add_lora, encode, reference, trunk_depth
 
     model, tokenizer = load_base(resolve_model(None))
     config = DPOConfig()
@@ -242,7 +242,7 @@ def test_the_trainers_log_probs_are_those_of_a_plain_forward_pass():
                 encode(tokenizer, second, "    return chunks", "    return text", config)]
     assert 512 < len(examples[0].prompt) < 1000
     peft_model = add_lora(model, config)
-    assert trunk_depth(peft_model) == top_layers(model, config.top_layers)[0]  # the adapter's lowest layer
+    assert trunk_depth(peft_model) == model.config.num_hidden_layers - 4  # the adapter's top quarter: 4 of 18
 
     def plain(ex):
         """Summed log-probs of chosen and rejected by the model's own forward pass, whole sequences."""
