@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refresh.job import RefreshError, held_out, read_pairs
+from refresh.job import RefreshError, better_replay, held_out, read_pairs
 
 # Pairs as the miner writes them: the prompt the model saw, the text the user wrote, the suggestion they
 # turned down. The same prompt twice, so that a couple of steps are enough to move the model.
@@ -82,6 +82,13 @@ def test_a_failed_refresh_leaves_no_work_directory_behind(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="not a GGUF file"):
         refresh(pairs=PAIRS, model_path=bad, adapters=tmp_path / "adapters")
     assert not list(tmp_path.glob("hindsight-refresh-*"))
+
+
+def test_promotion_asks_acceptance_to_rise_and_tolerates_a_little_shorter():
+    before = {"acceptance": 0.335, "accepted_chars": 877}
+    assert better_replay(before, {"acceptance": 0.345, "accepted_chars": 861})  # run 11: right more often, -1.8%
+    assert not better_replay(before, {"acceptance": 0.335, "accepted_chars": 900})  # no rise
+    assert not better_replay(before, {"acceptance": 0.5, "accepted_chars": 600})  # unsure: short and worth less
 
 
 def test_held_out_split_is_stable_and_about_a_fifth():
