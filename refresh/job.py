@@ -273,7 +273,7 @@ def refresh(
         result["why"] = (
             "promoted" if result["promoted"] else
             "not asked to promote" if not promote else
-            "held-out acceptance did not rise (or the characters taken fell by more than 5%)" if not better else
+            f"held-out acceptance did not rise (or the characters taken fell by more than {CHARS_DROP:.0%})" if not better else
             f"infilling dropped by more than {INFILL_DROP * 100:g} point"
         )
         return result
