@@ -15,10 +15,11 @@ install: $(STAMP)
 # and stays native otherwise. A wheel pip cached from a build without this needs `pip cache remove llama_cpp_python`.
 LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS=-U__AMX_INT8__ -DCMAKE_CXX_FLAGS=-U__AMX_INT8__
 
+# Everything: the server, training and benchmarks (the extras), and the tests'.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $(CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[test]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $(CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[train,bench,test]"
 	touch $(STAMP)
 
 # The first acceptance gate (the first time only: it skips when one is promoted), then the demo.

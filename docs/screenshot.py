@@ -31,7 +31,7 @@ vim.o.termguicolors = true
 vim.o.number = true
 vim.o.swapfile = false
 vim.cmd('syntax on')
-require('hindsight').setup({{ cmd = {{ {python!r}, '-m', 'lsp_server', 'serve' }}, server = {{ databasePath = {db!r} }} }})
+require('hindsight').setup({{ cmd = {{ {python!r}, '-m', 'hindsight', 'serve' }}, server = {{ databasePath = {db!r} }} }})
 """
 
 # The 16 ANSI colours (xterm's), for cells that use them.

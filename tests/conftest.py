@@ -44,7 +44,7 @@ def server_config():
     """pytest-lsp: the real server, `hindsight serve` over stdio, in its own process."""
     from pytest_lsp import ClientServerConfig
 
-    return ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"])
+    return ClientServerConfig(server_command=[sys.executable, "-m", "hindsight", "serve"])
 
 
 async def initialize(lsp_client, options: dict):
@@ -93,7 +93,7 @@ async def serving(options: dict, env: dict | None = None):
     from lsprotocol import types
     from pytest_lsp import ClientServerConfig
 
-    config = ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"], server_env=env)
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "hindsight", "serve"], server_env=env)
     client = await config.start()
     try:
         await client.initialize_session(

@@ -23,12 +23,12 @@ def frame(body: bytes, length: int | None = None) -> bytes:
 
 
 class RawServer:
-    """`python -m lsp_server serve` in its own process; everything it writes is kept in `received`."""
+    """`python -m hindsight serve` in its own process; everything it writes is kept in `received`."""
 
     def __init__(self):
         self.stderr = tempfile.NamedTemporaryFile(prefix="hindsight-raw-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lsp_server", "serve"],
+            [sys.executable, "-m", "hindsight", "serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, cwd=ROOT,
         )
         self.received: list[dict] = []

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import WORKSPACE, rows
-from refresh.gguf_adapter import adapter_tensors, check_adapter, gguf_name, write_adapter
-from refresh.registry import (
-    CURRENT,
+from hindsight.artefacts import CURRENT
+from hindsight.refresh.gguf_adapter import adapter_tensors, gguf_name, write_adapter
+from hindsight.engine.model import check_adapter
+from hindsight.refresh.registry import (
     RegistryError,
     current_adapter,
     current_name,
@@ -33,7 +34,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def model_path() -> Path:
-    from engine.model import resolve_model
+    from hindsight.engine.model import resolve_model
 
     return resolve_model(None)
 
@@ -55,7 +56,7 @@ def random_lora(base_gguf: Path, blocks: dict[int, list[str]], r: int = 4, seed:
     """A PEFT-keyed LoRA state dict for the named modules of the base GGUF's blocks, small random values."""
     from gguf import GGUFReader
 
-    from refresh.gguf_adapter import MODULES
+    from hindsight.refresh.gguf_adapter import MODULES
 
     shapes = {t.name: [int(d) for d in t.shape] for t in GGUFReader(base_gguf).tensors}
     rng = np.random.default_rng(seed)
@@ -187,7 +188,7 @@ def test_check_adapter_reports_a_garbage_file(tmp_path, model_path):
 
 
 def _llama_logprobs(model_path: Path, lora: Path | None, token_lists: list[list[int]]) -> list[np.ndarray]:
-    from engine.llama_backend import LlamaBackend
+    from hindsight.engine.llama_backend import LlamaBackend
 
     backend = LlamaBackend(model_path, n_ctx=512, lora_path=lora)
     assert (lora is not None) == ("+" in backend.name)
@@ -208,8 +209,8 @@ def test_llama_cpp_applies_the_adapter_as_peft_does(tmp_path, model_path):
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    from engine.llama_backend import LlamaBackend
-    from refresh.base import hf_base_dir, load_base
+    from hindsight.engine.llama_backend import LlamaBackend
+    from hindsight.refresh.base import hf_base_dir, load_base
 
     model, _ = load_base(model_path)
     assert hf_base_dir(model_path) == hf_base_dir(model_path)  # cached: the same directory, no rebuild
@@ -267,7 +268,7 @@ async def command(session, name: str):
 async def _serve(home: Path, model_path: Path, then=None):
     """Start the server on data dir `home`, ask twice for a completion; (answers, status, rows, messages).
     `then(session)`: more to do before closing."""
-    from evaluation.session import Session
+    from hindsight.simulate.session import Session
 
     db = home / "server.db"
     options = {"model": str(model_path), "databasePath": str(db), "context": {"crossFile": False}}
@@ -284,7 +285,7 @@ async def _serve(home: Path, model_path: Path, then=None):
 
 @pytest.mark.slow
 async def test_server_serves_the_base_model_when_the_adapter_is_bad(tmp_path, model_path):
-    from refresh.base import gguf_sha256
+    from hindsight.engine.model import gguf_sha256
 
     version = make_version(tmp_path / "adapters", gguf_sha256(model_path), data=b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
     promote(version)
@@ -298,7 +299,7 @@ async def test_server_serves_the_base_model_when_the_adapter_is_bad(tmp_path, mo
 
 @pytest.mark.slow
 async def test_server_loads_the_promoted_adapter_and_reload_follows_rollback(tmp_path, model_path):
-    from refresh.base import gguf_sha256
+    from hindsight.engine.model import gguf_sha256
 
     adapters = tmp_path / "adapters"
     adapter = write_adapter(

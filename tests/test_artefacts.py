@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import WORKSPACE
-from gating.features import STAGE1, STAGE2
+from hindsight.gating.features import STAGE1, STAGE2
 
 GEOMETRY = WORKSPACE / "shapes" / "geometry.py"
 TEXT = "import math\n\n\ndef circle_area(radius):\n    return "
@@ -27,7 +27,7 @@ Q_PROJ = "base_model.model.model.layers.0.self_attn.q_proj"
 
 @pytest.fixture(scope="module")
 def model_path() -> Path:
-    from engine.model import resolve_model
+    from hindsight.engine.model import resolve_model
 
     return resolve_model(None)
 
@@ -89,7 +89,7 @@ def bad_models(model_path: Path, directory: Path) -> list[tuple[str, Path, str]]
 def lora_adapter(out: Path, n_in: int, n_out: int, seed: int = 0) -> Path:
     """A LoRA on block 0's q projection of a model whose q weight is [out=n_out, in=n_in], written as
     `write_adapter` writes the trained ones (the base it is given holds just that weight's shape)."""
-    from refresh.gguf_adapter import write_adapter
+    from hindsight.refresh.gguf_adapter import write_adapter
 
     shapes = write_gguf(out.with_suffix(".shapes.gguf"), "gemma3", tensors={"blk.0.attn_q.weight": np.zeros((n_out, n_in), np.float32)})
     rng = np.random.default_rng(seed)
@@ -129,7 +129,7 @@ def onnx_model(n_features: int, dtype: int | None = None) -> bytes:
 
 def write_gate(gates: Path, version: str, stage1: bytes, stage2: bytes) -> str:
     """A gate version as `hindsight train-gate` writes one (manifest with each file's sha256), promoted."""
-    from gating.train import promote, write_version
+    from hindsight.gating.gate import versions
 
     files = {"stage1.onnx": stage1, "stage2.onnx": stage2}
     identity = {"x": [0.0, 1.0], "y": [0.0, 1.0]}
@@ -141,15 +141,15 @@ def write_gate(gates: Path, version: str, stage1: bytes, stage2: bytes) -> str:
         "thresholds": {"t1": 0.0, "t2": 0.0},  # shows everything: the test is about loading, not gating
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
-    write_version(gates, version, {**files, "manifest.json": json.dumps(manifest).encode()})
-    promote(gates, version)
+    versions(gates).write(version, {**files, "manifest.json": json.dumps(manifest).encode()})
+    versions(gates).promote(version)
     return version
 
 
 # -- the checks, as plain functions ---------------------------------------------------------------------
 @pytest.mark.slow  # loads the real model
 def test_a_model_that_passes_its_test_load_is_remembered(tmp_path, model_path, monkeypatch):
-    from engine.model import check_model, is_verified
+    from hindsight.engine.model import check_model, is_verified
 
     monkeypatch.setenv("HINDSIGHT_DATA_DIR", str(tmp_path / "home"))
     copy = tmp_path / "model.gguf"
@@ -167,7 +167,7 @@ def test_a_model_that_passes_its_test_load_is_remembered(tmp_path, model_path, m
 
 @pytest.mark.slow  # loads the real model
 def test_an_adapter_for_another_model_fails_its_test_load(tmp_path, model_path):
-    from refresh.gguf_adapter import check_adapter
+    from hindsight.engine.model import check_adapter
 
     other = lora_adapter(tmp_path / "other.gguf", 4, 6)  # trained on a model whose q weight is 6 × 4
     problem = check_adapter(other, model_path)
@@ -178,7 +178,7 @@ def test_an_adapter_for_another_model_fails_its_test_load(tmp_path, model_path):
 def test_a_bad_gate_is_refused_with_its_reason(tmp_path):
     from onnx import TensorProto
 
-    from gating.gate import load_gate
+    from hindsight.gating.gate import load_gate
 
     gates = tmp_path / "gates"
     good1, good2 = onnx_model(len(STAGE1)), onnx_model(len(STAGE2))
@@ -207,9 +207,9 @@ async def test_the_server_keeps_serving_the_last_good_artefact(tmp_path, model_p
     on reload: the good one goes on serving, and the user is told once."""
     from lsprotocol import types
 
-    from evaluation.session import Session
-    from refresh.base import gguf_sha256
-    from refresh.registry import promote, write_version
+    from hindsight.simulate.session import Session
+    from hindsight.engine.model import gguf_sha256
+    from hindsight.refresh.registry import promote, write_version
 
     home = tmp_path / "home"
     home.mkdir()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from retrieval.bm25 import BM25Index, tokenize
+from hindsight.retrieval.bm25 import BM25Index, tokenize
 
 
 def assert_parity(index: BM25Index, docs: dict[Hashable, list[str]], queries: list[list[str]]) -> None:

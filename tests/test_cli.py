@@ -1,4 +1,5 @@
-"""The `hindsight` command, run as a user runs it: a real process, the real model, a real database."""
+"""The `hindsight` command, run as a user runs it: a real process, the real model, a real database (and its
+error handling, in process)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from pathlib import Path
 import pytest
 
 from conftest import WORKSPACE
+from hindsight.cli import cli, main
+from hindsight.cli.common import command, need
+from hindsight.collector.store import CORRUPT, StoreError
+from hindsight.errors import HindsightError, UsageError
 
 GEOMETRY = WORKSPACE / "shapes" / "geometry.py"
 
 
 def hindsight(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lsp_server", *args],
+        [sys.executable, "-m", "hindsight", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -119,3 +124,77 @@ def test_a_benchmark_refusing_its_input_says_one_line(tmp_path: Path, args: list
     assert not list(tmp_path.glob("hindsight-*")), "a work directory was left behind"
     assert result.stderr.startswith("hindsight: ") and expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# The command line's contract: exit statuses, flags, help, extras -----------------------------------------
+
+
+def test_exit_status_is_0_1_or_2():
+    """0: done; 1: the work failed (here, a server that does not answer); 2: the command refused what it was
+    given (a bad argument, a file that is not there) or was used wrongly (click's own usage errors)."""
+    done = hindsight("complete", f"{GEOMETRY}:1:1", "--backend", "http", "--base-url", "http://127.0.0.1:9")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == "hindsight: completion server http://127.0.0.1:9 is unreachable: connection refused"
+    refused = hindsight("complete", "nofile.py:1:1")
+    assert refused.returncode == 2 and refused.stderr.strip() == "hindsight: no such file: nofile.py"
+    for wrong in (["forget"], ["stats", "--no-such-option"], ["no-such-command"]):
+        assert hindsight(*wrong).returncode == 2, wrong
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [(HindsightError("the work failed"), 1), (UsageError("what was given is refused"), 2),
+     (HindsightError("refused by the raise", usage=True), 2), (StoreError("corrupt", CORRUPT), 2)],
+)
+def test_every_error_is_caught_once_as_one_line(capsys, error, status):
+    @command("raise-for-the-test")
+    def failing() -> None:
+        raise error
+
+    cli.add_command(failing)
+    try:
+        assert main(["raise-for-the-test"]) == status
+    finally:
+        cli.commands.pop("raise-for-the-test")
+    assert capsys.readouterr().err == f"hindsight: {error}\n"
+
+
+def test_a_missing_extra_is_one_line_naming_what_to_install(capsys):
+    @command("needs-for-the-test")
+    def needing() -> None:
+        need("train", "json", "hindsight_no_such_module")
+        raise AssertionError("ran without its libraries")
+
+    cli.add_command(needing)
+    try:
+        assert main(["needs-for-the-test"]) == 2
+    finally:
+        cli.commands.pop("needs-for-the-test")
+    expected = "hindsight: hindsight needs-for-the-test needs the training libraries: pip install 'hindsight[train]'\n"
+    assert capsys.readouterr().err == expected
+
+
+@pytest.mark.parametrize("args", [["serve", "-v"], ["-v", "serve"]])
+def test_the_global_flags_go_before_or_after_the_command(args):
+    """`hindsight serve -v`, as editors' configurations write it: the server starts over stdio, logs at
+    INFO, and stops at the end of its input."""
+    done = subprocess.run([sys.executable, "-m", "hindsight", *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert " INFO " in done.stderr and done.stdout == ""
+
+
+def test_help_shows_the_defaults():
+    done = hindsight("train-gate", "--help")
+    assert done.returncode == 0
+    help_text = " ".join(done.stdout.split())
+    assert "[default: 0.35]" in help_text and "--log-file" in help_text
+    assert "$HINDSIGHT_DB or the data dir's hindsight.db" in help_text
+
+
+def test_stats_reads_several_databases(tmp_path: Path):
+    one, two = tmp_path / "one.db", tmp_path / "two.db"
+    done = hindsight("stats", "--db", str(one), "--db", str(two), "--json")
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert list(stats) == [str(one), str(two)] and stats[str(one)]["requests"] == 0

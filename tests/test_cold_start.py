@@ -11,9 +11,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_cold_start_trains_and_promotes_a_gate_that_loads(tmp_path, monkeypatch):
-    from engine.model import resolve_model
-    from gating.cold_start import run
-    from gating.gate import load_gate
+    from hindsight.engine.model import resolve_model
+    from hindsight.simulate.cold_start import run
+    from hindsight.gating.gate import load_gate
 
     model = str(resolve_model(None))  # the shared data dir's model, before the data dir moves
     monkeypatch.setenv("HINDSIGHT_DATA_DIR", str(tmp_path))

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from collector import migrations
-from collector.paths import data_dir, db_path
-from collector.store import Store, StoreError, percentile
+from hindsight.collector import migrations
+from hindsight.paths import data_dir, db_path
+from hindsight.collector.store import Store, StoreError, percentile
 
 AWS_KEY_ID = "AKIA" + "IOSFODNN7" + "EXAMPLE"
 PEM_BODY = "MIIEowIBAAKCAQEA7bq98Wq1/example+key+material+0123456789abcdefghij"

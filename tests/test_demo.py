@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_types_back_and_prints_the_stats():
     result = subprocess.run(
-        [sys.executable, "-m", "lsp_server", "demo", "--lines", "2"],
+        [sys.executable, "-m", "hindsight", "demo", "--lines", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fim.format import FORMAT, MIDDLE, SUFFIX, clean, declared_format, layout, suffix_window
+from hindsight.engine.fim import FORMAT, MIDDLE, SUFFIX, clean, declared_format, layout, suffix_window
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def example(doc: str = DOC, middle: str = MIDDLE_TEXT) -> dict:
 
 @pytest.fixture(scope="module")
 def model_path() -> Path:
-    from engine.model import resolve_model
+    from hindsight.engine.model import resolve_model
 
     return resolve_model(None)
 
@@ -46,14 +46,14 @@ def model_path() -> Path:
 def tokenizer(model_path):
     from transformers import AutoTokenizer
 
-    from refresh.base import hf_base_dir
+    from hindsight.refresh.base import hf_base_dir
 
     return AutoTokenizer.from_pretrained(hf_base_dir(model_path))
 
 
 @pytest.fixture(scope="module")
 def backend(model_path):
-    from engine.llama_backend import LlamaBackend
+    from hindsight.engine.llama_backend import LlamaBackend
 
     return LlamaBackend(model_path, n_ctx=1024)
 
@@ -80,8 +80,8 @@ def test_suffix_window_keeps_whole_lines_within_budget():
 def test_training_examples_are_the_tokens_the_engine_prompts(tokenizer, backend):
     """The trainer's encoding of an example is exactly what the server sends to llama.cpp for the same
     cursor, sentinels and token healing included, followed by the middle and <eos>."""
-    from engine.engine import Engine, EngineConfig, heal_text, split_at_cursor
-    from fim.train import FIMConfig, encode
+    from hindsight.engine.engine import Engine, EngineConfig, heal_text, split_at_cursor
+    from hindsight.fim.train import FIMConfig, encode
 
     for doc, middle in [(DOC, MIDDLE_TEXT), (DOC, "circle_area(2.0))"), (DOC, "area\n")]:
         ex = example(doc, middle)
@@ -98,7 +98,7 @@ def test_training_examples_are_the_tokens_the_engine_prompts(tokenizer, backend)
 
 
 def _tiny_config(**kw):
-    from fim.train import FIMConfig
+    from hindsight.fim.train import FIMConfig
 
     base = dict(steps=4, batch_size=2, rank=4, alpha=8.0, learning_rate=5e-3, warmup=1, context_tokens=0,
                 suffix_tokens=32, prefix_tokens=96, middle_tokens=16, checkpoint_every=1, validation=0)
@@ -110,10 +110,10 @@ def _rows() -> list[dict]:
 
 
 def test_tiny_training_gives_an_adapter_llama_cpp_loads_that_changes_the_output(tmp_path, model_path, backend):
-    from engine.backend import GenerationStats
-    from engine.llama_backend import LlamaBackend
-    from fim.train import train
-    from refresh.gguf_adapter import check_adapter
+    from hindsight.engine.backend import GenerationStats
+    from hindsight.engine.llama_backend import LlamaBackend
+    from hindsight.fim.train import train
+    from hindsight.engine.model import check_adapter
 
     manifest = train(_rows(), model_path, tmp_path, _tiny_config(), data_hash="test")
     adapter = tmp_path / "adapter.gguf"
@@ -135,7 +135,7 @@ def test_tiny_training_gives_an_adapter_llama_cpp_loads_that_changes_the_output(
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, model_path, monkeypatch):
-    import fim.train as trainer
+    import hindsight.fim.train as trainer
 
     whole = trainer.train(_rows(), model_path, tmp_path / "whole", _tiny_config())
     save = trainer._save_checkpoint
@@ -161,7 +161,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, model_path, monke
 
 
 def test_malformed_data_is_one_clear_line(tmp_path):
-    from fim.train import FIMError, read_examples
+    from hindsight.fim.train import FIMError, read_examples
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prefix": "a", "middle": "", "suffix": "b"}\n')
@@ -172,9 +172,9 @@ def test_malformed_data_is_one_clear_line(tmp_path):
 
 
 async def test_the_server_prompts_in_the_format_its_adapter_declares(tmp_path, model_path):
-    from refresh.base import gguf_sha256
-    from refresh.gguf_adapter import write_adapter
-    from refresh.registry import promote, write_version
+    from hindsight.engine.model import gguf_sha256
+    from hindsight.refresh.gguf_adapter import write_adapter
+    from hindsight.refresh.registry import promote, write_version
     from test_adapter import _serve, random_lora
 
     adapter = write_adapter(random_lora(model_path, {0: ["q_proj"]}), alpha=8, out=tmp_path / "a.gguf",
@@ -194,7 +194,7 @@ def test_the_command_trains_refuses_to_overwrite_and_resumes(tmp_path):
     out = tmp_path / "run"
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "lsp_server", "train-fim", "--data", str(data), "--out", str(out),
+        return subprocess.run([sys.executable, "-m", "hindsight", "train-fim", "--data", str(data), "--out", str(out),
                                *args], capture_output=True, text=True, timeout=600)
 
     first = cli("--steps", "1", "--batch-size", "1", "--json")

@@ -1,4 +1,4 @@
-"""Fill-in-the-middle training data (`fim/data.py`, `hindsight build-fim-data`): spans, sources, files."""
+"""Fill-in-the-middle training data (`hindsight/fim/data.py`, `hindsight build-fim-data`): spans, sources, files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fim.data import KINDS, MAX_MIDDLE_CHARS, MAX_MIDDLE_LINES, build, source_files, spans
+from hindsight.fim.data import KINDS, MAX_MIDDLE_CHARS, MAX_MIDDLE_LINES, build, source_files, spans
 
 PYTHON = textwrap.dedent('''\
     """Shapes and their areas."""
@@ -279,7 +279,7 @@ def test_one_copy_of_an_npm_module_built_several_ways(tmp_path):
         "dist/widget.js": JAVASCRIPT,  # the bundle of them all
         **modules,
     })
-    from fim.data import SourceFile, _one_build_each
+    from hindsight.fim.data import SourceFile, _one_build_each
 
     files = [SourceFile("widget", package, p, "javascript", "npm") for p in sorted(package.rglob("*.*js"))]
     files += [SourceFile("widget", package, p, "typescript", "npm") for p in sorted(package.rglob("*.ts"))]
@@ -288,7 +288,7 @@ def test_one_copy_of_an_npm_module_built_several_ways(tmp_path):
 
 def hindsight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lsp_server", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+        [sys.executable, "-m", "hindsight", *args], capture_output=True, text=True, timeout=120, cwd=cwd
     )
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from collector import migrations
-from collector.store import DATA_TABLES, Store
+from hindsight.collector import migrations
+from hindsight.collector.store import DATA_TABLES, Store
 from conftest import ROOT, rows, serving
 
 SECRET = "ZEBRA_QUARTZ_FORGET_ME"  # stands for the user's code: found byte for byte until it is forgotten
@@ -24,7 +24,7 @@ NO_MODEL = {"model": "/nonexistent/hindsight-test-model.gguf", "context": {"cros
 
 def forget(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lsp_server", "forget", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "hindsight", "forget", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
 
 
@@ -129,15 +129,15 @@ async def test_forget_while_a_server_is_recording(tmp_path):
 
 def test_forget_refuses_what_it_cannot_do(tmp_path):
     missing = forget("--all", "--db", str(tmp_path / "typo.db"))
-    assert missing.returncode == 1 and missing.stderr.strip() == f"hindsight: no database at {tmp_path / 'typo.db'}"
+    assert missing.returncode == 2 and missing.stderr.strip() == f"hindsight: no database at {tmp_path / 'typo.db'}"
     assert not (tmp_path / "typo.db").exists()
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database " * 100)
     broken = forget("--all", "--db", str(junk))
-    assert broken.returncode == 1 and broken.stderr.count("\n") == 1 and "not a hindsight database" in broken.stderr
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1 and "not a hindsight database" in broken.stderr
     assert junk.read_bytes() == b"not a database " * 100  # forget never moves a file aside
     path = tmp_path / "h.db"
     Store(path).close()
     assert forget("--db", str(path)).returncode == 2  # neither --all nor --since: usage, nothing deleted
     bad_date = forget("--since", "last week", "--db", str(path))
-    assert bad_date.returncode == 1 and "--since expects an ISO date" in bad_date.stderr
+    assert bad_date.returncode == 2 and "--since expects an ISO date" in bad_date.stderr

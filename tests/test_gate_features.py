@@ -1,4 +1,4 @@
-"""gating.features: the gate's features are deterministic functions of the document, the cursor, the
+"""hindsight.gating.features: the gate's features are deterministic functions of the document, the cursor, the
 completion and the user's recent state (time comes from an injected clock)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from gating.features import STAGE1, STAGE2, Cursor, UserState, stage1, stage2, vector
-from gating.policy import Policy, Thresholds
+from hindsight.gating.features import STAGE1, STAGE2, Cursor, UserState, stage1, stage2, vector
+from hindsight.gating.policy import Policy, Thresholds
 
 DOC = """import math
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collector.store import Store
-from gating.dataset import GateError, load
-from gating.features import STAGE1, STAGE2
-from gating.gate import load_gate
-from gating.train import train, train_result
+from hindsight.collector.store import Store
+from hindsight.gating.dataset import GateError, load
+from hindsight.gating.features import STAGE1, STAGE2
+from hindsight.gating.gate import load_gate
+from hindsight.gating.train import train, train_result
 
 
 def _features(rng: np.random.Generator) -> tuple[dict[str, float | None], float]:
@@ -133,7 +133,7 @@ def test_load_merges_databases_keeping_groups_apart(db, tmp_path):
 
 
 def test_held_out_groups_stay_held_out_as_data_grows(db, tmp_path):
-    from gating.train import held_out_mask
+    from hindsight.gating.train import held_out_mask
 
     alone = load([db[0]])
     other = tmp_path / "other.db"
@@ -355,7 +355,7 @@ def _hindsight(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HINDSIGHT_DATA_DIR": str(data_dir)}
     env.pop("HINDSIGHT_DB", None)
     return subprocess.run(
-        [sys.executable, "-m", "lsp_server", *args], capture_output=True, text=True, timeout=300, env=env
+        [sys.executable, "-m", "hindsight", *args], capture_output=True, text=True, timeout=300, env=env
     )
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.backend import BackendError, GenerationStats
-from engine.http_backend import HttpBackend
+from hindsight.engine.backend import BackendError, GenerationStats
+from hindsight.engine.http_backend import HttpBackend
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def model_path(tmp_path_factory) -> Path:
     saved = os.environ.get("HINDSIGHT_DATA_DIR")
     os.environ["HINDSIGHT_DATA_DIR"] = str(data)
     try:
-        from engine.model import resolve_model
+        from hindsight.engine.model import resolve_model
 
         yield resolve_model(None)
     finally:

@@ -27,7 +27,7 @@ vim.opt.runtimepath:prepend({plugin!r})
 vim.cmd('runtime plugin/hindsight.lua')
 vim.o.swapfile = false
 require('hindsight').setup({{
-  cmd = {{ {python!r}, '-m', 'lsp_server', 'serve' }},
+  cmd = {{ {python!r}, '-m', 'hindsight', 'serve' }},
   builtin = {builtin},
   -- Cross-file context off: these tests are about the editor, on positions picked for this model.
   server = {{ databasePath = {db!r}, context = {{ crossFile = false }}, {extra} }},

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from collector.pairs import FIELDS, PairsError, llama_sampler, mine, parse_since, repo_of, written_chosen
-from collector.store import Store
+from hindsight.refresh.pairs import FIELDS, PairsError, llama_sampler, mine, parse_since, repo_of, written_chosen
+from hindsight.collector.store import Store
 from conftest import WORKSPACE, rows
-from engine.syntax import parse
+from hindsight.syntax import parse
 
 DAY = 86400.0
 NOW = 1_790_000_000.0  # 2026-09-21
@@ -33,7 +33,7 @@ _clock = itertools.count()  # one second apart, in the order they are made: the 
 
 def hindsight(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lsp_server", *args],
+        [sys.executable, "-m", "hindsight", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -311,7 +311,7 @@ def test_cli_empty_and_foreign_databases(tmp_path: Path):
 def simulated(tmp_path_factory):
     """The simulated developer on a copy of the fixture workspace (two files, a site each), through the
     real server and model: (database, steps, plans, workspace root)."""
-    from evaluation.simulate import plan, simulate
+    from hindsight.simulate.simulate import plan, simulate
 
     work = tmp_path_factory.mktemp("pairs")
     root = work / "ws"
@@ -376,7 +376,7 @@ def test_sampled_chosen_from_the_real_model(simulated, tmp_path: Path):
         store.insert_request(fields)
         store.set_outcome(row["id"], "accepted", reason="command")
         store.record_persistence(row["id"], "120s", 0.2)
-    from engine.model import resolve_model
+    from hindsight.engine.model import resolve_model
 
     mined = mine([copy], sampler=llama_sampler(resolve_model(None), seed=0))
     assert mined.counts["dsat"]["not_persisted"] == 1

@@ -1,8 +1,8 @@
-"""engine.postprocess: taking back what a prefix-only completion repeats of the suffix."""
+"""hindsight.engine.postprocess: taking back what a prefix-only completion repeats of the suffix."""
 
 import pytest
 
-from engine.postprocess import clean, trim_suffix_overlap
+from hindsight.engine.postprocess import clean, trim_suffix_overlap
 
 
 def accept(prefix: str, completion: str, suffix: str, mode: str = "single") -> str:

@@ -4,7 +4,7 @@ One real server session (a user's first: a fresh data directory, the embedded mo
 stdio, a workspace, a completion through the model, `hindsight.status`, shutdown) runs with a clean
 environment and a umask of 022, under `strace` inside a network namespace of its own (`unshare -n`) when
 both are there. Its system calls show whether anything tried to reach the network; its files show their
-modes. The redaction tests run `collector.redact` on the corpus of evaluation/redact_corpus.py, the
+modes. The redaction tests run `hindsight.collector.redact` on the corpus of hindsight/evaluation/redact_corpus.py, the
 numbers `hindsight bench redact` reports.
 """
 
@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from collector.redact import redact
+from hindsight.collector.redact import redact
 from conftest import WORKSPACE
-from evaluation.bench_redact import false_positives, recall
-from evaluation.redact_corpus import positives
+from hindsight.evaluation.bench_redact import false_positives, recall
+from hindsight.evaluation.redact_corpus import positives
 
 # Measured (docs/BENCHMARKS.md, "Redaction"): 0.12 lines per 10k over 1.56M lines, 0.24 in the worst set.
 FP_PER_10K_MAX = 0.5
@@ -70,14 +70,14 @@ def test_false_positives_on_ordinary_code_stay_rare():
 
 
 def test_the_log_file_is_created_private_and_an_existing_one_narrowed(tmp_path):
-    from lsp_server.cli import _private_log
+    from hindsight.cli.common import private_log
 
     new, old = tmp_path / "new.log", tmp_path / "old.log"
     old.write_text("from before\n")
     old.chmod(0o644)
     umask = os.umask(0o022)
     try:
-        handlers = [_private_log(str(new)), _private_log(str(old))]
+        handlers = [private_log(str(new)), private_log(str(old))]
     finally:
         os.umask(umask)
     for handler in handlers:
@@ -151,7 +151,7 @@ def session(tmp_path_factory):
     work = tmp_path_factory.mktemp("privacy")
     data_dir, log, home = work / "data", work / "server.log", work / "home"  # data_dir: the server makes it
     home.mkdir()
-    server = [sys.executable, "-m", "lsp_server", "-v", "--log-file", str(log), "serve"]
+    server = [sys.executable, "-m", "hindsight", "-v", "--log-file", str(log), "serve"]
     untraced_because = _traceable()
     trace = None
     if untraced_because is None:

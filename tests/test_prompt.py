@@ -1,7 +1,8 @@
 """Prompt assembly: budget, anchoring (the cache-friendly layout), context snippets."""
 
-from engine.engine import split_at_cursor
-from engine.prompt import PromptBudget, PromptBuilder, Snippet
+from hindsight.engine.engine import split_at_cursor
+from hindsight.engine.prompt import PromptBudget, PromptBuilder
+from hindsight.request import Snippet
 
 
 def words(text: str) -> int:
@@ -78,7 +79,7 @@ def test_split_at_cursor():
 
 
 def test_heal_text_takes_the_partial_word_and_the_space_before_it():
-    from engine.engine import heal_text
+    from hindsight.engine.engine import heal_text
 
     assert heal_text("    return self.wid") == "wid"
     assert heal_text("    return") == "    return"

@@ -305,7 +305,7 @@ def test_tcp_reads_the_same_way():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "lsp_server", "serve", "--tcp", str(port)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "hindsight", "serve", "--tcp", str(port)], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from lsp_server.options import Options, camel
+from hindsight.options import Options, camel
 
 README = (ROOT / "README.md").read_text()
 
@@ -45,7 +45,7 @@ def test_readme_examples_run(line: str, tmp_path):
     args = line.split()[1:]
     env = {**os.environ, "HINDSIGHT_DB": str(tmp_path / "readme.db")}
     result = subprocess.run(
-        [sys.executable, "-m", "lsp_server", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "hindsight", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr
     if "--json" in args:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refresh.job import RefreshError, better_replay, held_out, read_pairs
+from hindsight.refresh.job import RefreshError, better_replay, held_out, read_pairs
 
 # Pairs as the miner writes them: the prompt the model saw, the text the user wrote, the suggestion they
 # turned down. The same prompt twice, so that a couple of steps are enough to move the model.
@@ -24,7 +24,7 @@ PAIRS = [
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lsp_server", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "hindsight", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_read_pairs_accepts_jsonl_and_parquet(tmp_path):
@@ -62,7 +62,7 @@ def test_malformed_pairs_file_is_one_clear_line(tmp_path, content, message):
 def test_no_pairs_file_and_empty_database(tmp_path):
     done = run_cli("refresh", "--pairs", str(tmp_path / "missing.jsonl"))
     assert done.returncode == 2 and "no pairs file at" in done.stderr
-    from collector.store import Store
+    from hindsight.collector.store import Store
 
     db = tmp_path / "empty.db"
     Store(db).close()
@@ -74,7 +74,7 @@ def test_no_pairs_file_and_empty_database(tmp_path):
 def test_a_failed_refresh_leaves_no_work_directory_behind(tmp_path, monkeypatch):
     import tempfile
 
-    from refresh.job import refresh
+    from hindsight.refresh.job import refresh
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     bad = tmp_path / "model.gguf"
@@ -99,7 +99,7 @@ def test_held_out_split_is_stable_and_about_a_fifth():
 
 
 def test_a_file_falls_on_one_side_wherever_its_database_and_checkout_lie():
-    from refresh.job import _group
+    from hindsight.refresh.job import _group
 
     pair = lambda db, root: {"database": db, "repo": root, "uri": f"file://{root}/pkg/util.py"}  # noqa: E731
     keys = {_group(pair(db, root)) for db in ("/tmp/a/train.db", "/home/b/hindsight.db")
@@ -113,8 +113,8 @@ def test_a_file_falls_on_one_side_wherever_its_database_and_checkout_lie():
 
 def _margin(model_path: Path, adapter: Path | None, prompt: str, chosen: str, rejected: str) -> float:
     """log p(chosen) - log p(rejected) after `prompt`, under llama.cpp (the served model)."""
-    from engine.llama_backend import LlamaBackend
-    from engine.engine import heal_split
+    from hindsight.engine.llama_backend import LlamaBackend
+    from hindsight.engine.engine import heal_split
 
     backend = LlamaBackend(model_path, n_ctx=512, lora_path=adapter)
     llm = backend.llm
@@ -138,10 +138,11 @@ def _margin(model_path: Path, adapter: Path | None, prompt: str, chosen: str, re
 
 @pytest.mark.slow
 def test_tiny_refresh_makes_an_adapter_llama_cpp_loads_that_moves_towards_chosen(tmp_path):
-    from engine.model import resolve_model
-    from refresh.dpo import DPOConfig
-    from refresh.gguf_adapter import check_adapter, scale_adapter
-    from refresh.job import train_adapter
+    from hindsight.engine.model import resolve_model
+    from hindsight.refresh.dpo import DPOConfig
+    from hindsight.refresh.gguf_adapter import scale_adapter
+    from hindsight.engine.model import check_adapter
+    from hindsight.refresh.job import train_adapter
 
     model_path = resolve_model(None)
     adapter = tmp_path / "adapter.gguf"
@@ -163,7 +164,7 @@ def test_tiny_refresh_makes_an_adapter_llama_cpp_loads_that_moves_towards_chosen
 
 
 def test_rollback_restores_the_previous_adapter(tmp_path, monkeypatch):
-    from refresh.registry import adapters_dir, current_name, promote, write_version
+    from hindsight.refresh.registry import adapters_dir, current_name, promote, write_version
 
     monkeypatch.setenv("HINDSIGHT_DATA_DIR", str(tmp_path))
     directory = adapters_dir()
@@ -174,7 +175,7 @@ def test_rollback_restores_the_previous_adapter(tmp_path, monkeypatch):
     second = write_version(directory, source, {"base_sha256": "0" * 64}, name="adapter-20260102-000000-bbbbbb")
     promote(first)
     promote(second)
-    done = subprocess.run([sys.executable, "-m", "lsp_server", "refresh", "--rollback", "--json"],
+    done = subprocess.run([sys.executable, "-m", "hindsight", "refresh", "--rollback", "--json"],
                           capture_output=True, text=True, timeout=120, env={**__import__("os").environ,
                                                                              "HINDSIGHT_DATA_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
@@ -186,7 +187,7 @@ def test_rollback_restores_the_previous_adapter(tmp_path, monkeypatch):
 def test_anchor_texts_are_general_code_outside_the_users_repositories():
     import sysconfig
 
-    from refresh.anchors import anchor_texts, stdlib_files
+    from hindsight.refresh.anchors import anchor_texts, stdlib_files
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     everything = stdlib_files()
@@ -204,10 +205,10 @@ def test_anchor_texts_are_general_code_outside_the_users_repositories():
 def test_anchor_kl_is_zero_for_the_base_and_grows_as_the_model_moves():
     import torch
 
-    from engine.model import resolve_model
-    from refresh.anchors import anchor_texts
-    from refresh.base import load_base
-    from refresh.dpo import DPOConfig, _anchor_kl, add_lora, encode_anchor, reference
+    from hindsight.engine.model import resolve_model
+    from hindsight.refresh.anchors import anchor_texts
+    from hindsight.refresh.base import load_base
+    from hindsight.refresh.dpo import DPOConfig, _anchor_kl, add_lora, encode_anchor, reference
 
     model, tokenizer = load_base(resolve_model(None))
     config = DPOConfig()
@@ -223,7 +224,7 @@ def test_anchor_kl_is_zero_for_the_base_and_grows_as_the_model_moves():
     kl = sum(_anchor_kl(peft_model, a) for a in anchors)
     assert float(kl) > 0.001
     kl.backward()  # the gradient reaches the adapter (through the line's tokens; the prompt's keys and
-    # values are held fixed, as for the pairs: refresh/dpo.py)
+    # values are held fixed, as for the pairs: hindsight/refresh/dpo.py)
     assert sum(float(p.grad.abs().sum()) for p in lora_b if p.grad is not None) > 0
 
 
@@ -236,9 +237,9 @@ def test_the_trainers_log_probs_are_those_of_a_plain_forward_pass():
 
     import torch
 
-    from engine.model import resolve_model
-    from refresh.base import load_base
-    from refresh.dpo import DPOConfig, PromptCache, _logps, add_lora, encode, reference, trunk_depth
+    from hindsight.engine.model import resolve_model
+    from hindsight.refresh.base import load_base
+    from hindsight.refresh.dpo import DPOConfig, PromptCache, _logps, add_lora, encode, reference, trunk_depth
 
     model, tokenizer = load_base(resolve_model(None))
     config = DPOConfig()

@@ -10,8 +10,8 @@ import shutil
 import pytest
 
 from conftest import WORKSPACE
-from retrieval.context import ContextOptions, query_text, retrieve
-from retrieval.workspace import WorkspaceIndex
+from hindsight.retrieval.context import ContextOptions, query_text, retrieve
+from hindsight.retrieval.workspace import WorkspaceIndex
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_odd_files_are_skipped_and_the_index_stays_whole(work, caplog):
     (work / "ignored").mkdir()
     (work / "ignored" / "x.py").write_text("def secret(): pass\n")
     (work / ".gitignore").write_text("ignored/\n")
-    caplog.set_level("INFO", logger="retrieval.workspace")
+    caplog.set_level("INFO", logger="hindsight.retrieval.workspace")
     index = WorkspaceIndex(work, max_file_bytes=20_000)
     stats = index.build()
     assert set(index.files) == {
@@ -122,7 +122,7 @@ def test_an_update_replaces_one_file(work):
 def test_incremental_updates_give_what_a_fresh_parse_gives(work):
     import random
 
-    from retrieval.parse import parse_file
+    from hindsight.retrieval.parse import parse_file
 
     index = WorkspaceIndex(work)
     index.build()
@@ -141,7 +141,7 @@ def test_incremental_updates_give_what_a_fresh_parse_gives(work):
 
 
 def test_go_java_and_c_imports_resolve_through_the_path_maps(tmp_path):
-    from retrieval.context import module_files, resolve_imports, scope_files
+    from hindsight.retrieval.context import module_files, resolve_imports, scope_files
 
     files = {
         "cmd/main.go": 'package main\n\nimport "example.com/app/geo"\n\nfunc main() { geo.Area(2) }\n',

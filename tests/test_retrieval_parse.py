@@ -1,4 +1,4 @@
-"""retrieval.parse: chunks, definitions and imports from real tree-sitter grammars, in all nine languages,
+"""hindsight.retrieval.parse: chunks, definitions and imports from real tree-sitter grammars, in all nine languages,
 and the identifiers near the cursor (checked against tree-sitter's identifier nodes)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from engine.syntax import parse
-from retrieval.parse import Definition, FileInfo, Import, enclosing_class, identifiers_near, parse_file
+from hindsight.syntax import parse
+from hindsight.retrieval.parse import Definition, FileInfo, Import, enclosing_class, identifiers_near, parse_file
 
 PYTHON = '''\
 """Shapes and their areas."""

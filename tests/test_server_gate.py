@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import WORKSPACE, rows
-from evaluation.session import Session
-from gating.dataset import load
-from gating.features import STAGE1, STAGE2
-from gating.train import train
+from hindsight.simulate.session import Session
+from hindsight.gating.dataset import load
+from hindsight.gating.features import STAGE1, STAGE2
+from hindsight.gating.train import train
 from test_gate_train import make_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
@@ -27,7 +27,7 @@ TEXT = "import math\n\n\ndef circle_area(radius):\n    return "
 
 @pytest.fixture(scope="module")
 def model_path() -> str:
-    from engine.model import resolve_model
+    from hindsight.engine.model import resolve_model
 
     return str(resolve_model(None))
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, WORKSPACE, rows
-from evaluation.simulate import candidate_sites, choose_sites, plan, simulate
-from evaluation.simulator import Pace, decide, next_keystroke
+from hindsight.simulate.simulate import candidate_sites, choose_sites, plan, simulate
+from hindsight.simulate.simulator import Pace, decide, next_keystroke
 
 GEOMETRY = WORKSPACE / "shapes" / "geometry.py"
 REPORT = WORKSPACE / "web" / "report.js"
@@ -87,7 +87,7 @@ def test_pace_is_seeded_and_human():
 
 def function_body_rows(text: str, language: str) -> list[tuple[int, int]]:
     """(first, last) rows of every function body's statements, found independently of the simulator."""
-    from engine.syntax import parse
+    from hindsight.syntax import parse
 
     out, stack = [], [parse(text, language).root_node]
     while stack:
@@ -194,7 +194,7 @@ def test_accepted_suggestions_were_what_the_developer_was_about_to_type(simulate
 
 
 def hindsight(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lsp_server", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "hindsight", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -224,7 +224,7 @@ def test_cli_missing_repo(tmp_path: Path):
 
 
 def test_simulate_needs_a_file_and_a_site(tmp_path: Path):
-    from evaluation.simulate import SimulateError
+    from hindsight.simulate.simulate import SimulateError
 
     with pytest.raises(SimulateError, match="at least 1"):
         asyncio.run(simulate(WORKSPACE, files=0, sites=1, seed=0, db=tmp_path / "x.db", pace_ms=5))
@@ -237,8 +237,8 @@ def test_cli_repo_without_usable_files(tmp_path: Path):
 
 
 def test_the_refresh_bench_interval_resamples_sites_and_brackets_the_change():
-    from evaluation.bench_refresh import change_interval
-    from evaluation.simulator import Step
+    from hindsight.evaluation.bench_refresh import change_interval
+    from hindsight.simulate.simulator import Step
 
     def site(accepted: int, rejected: int, empty: int = 1) -> list[Step]:
         return ([Step(0, "x", 1.0, "accepted")] * accepted + [Step(0, "y", 1.0, "typed_over")] * rejected

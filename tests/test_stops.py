@@ -1,12 +1,14 @@
-"""engine.stops: the single/multi-line decision (real tree-sitter parses) and the streaming stop rule."""
+"""hindsight.engine.stops: the single/multi-line decision (real tree-sitter parses) and the streaming stop rule."""
 
 import random
 import re
 
 import pytest
 
-from engine import stops, syntax
-from engine.stops import StopRule, completion_mode
+from hindsight.engine import stops
+
+from hindsight import syntax
+from hindsight.engine.stops import StopRule, completion_mode
 
 CURSOR = "█"
 

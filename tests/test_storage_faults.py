@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from collector import migrations
-from collector.store import CORRUPT, FULL, Store, StoreError, move_aside, open_store
+from hindsight.collector import migrations
+from hindsight.collector.store import CORRUPT, FULL, Store, StoreError, move_aside, open_store
 from conftest import ROOT, rows, serving
 
 NO_MODEL = {"model": "/nonexistent/hindsight-test-model.gguf", "context": {"crossFile": False}}
@@ -33,7 +33,7 @@ PYTHON = [sys.executable, "-c"]
 # request id and event id once its transaction has committed.
 WRITER = """
 import sys, time
-from collector.store import Store
+from hindsight.collector.store import Store
 path, tag, n, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 time.sleep(max(0.0, start - time.time()))
 store = Store(path)
@@ -137,7 +137,7 @@ async def test_the_server_killed_mid_session_loses_no_committed_event(tmp_path):
     from pytest_lsp import ClientServerConfig
 
     path = tmp_path / "server-killed.db"
-    client = await ClientServerConfig(server_command=[sys.executable, "-m", "lsp_server", "serve"]).start()
+    client = await ClientServerConfig(server_command=[sys.executable, "-m", "hindsight", "serve"]).start()
     try:
         options = {**NO_MODEL, "databasePath": str(path)}
         params = types.InitializeParams(capabilities=types.ClientCapabilities(), initialization_options=options)

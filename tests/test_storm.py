@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_a_short_storm_is_all_answered_and_the_last_request_served():
     # 8 s at 20 keystrokes a second over two documents of the standard library's email package.
     result = subprocess.run(
-        [sys.executable, "-m", "lsp_server", "bench", "storm", "--seconds", "8", "--rate", "20",
+        [sys.executable, "-m", "hindsight", "bench", "storm", "--seconds", "8", "--rate", "20",
          "--documents", "2", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )

@@ -1,8 +1,8 @@
-"""engine.syntax: language detection and cached tree-sitter parsers (real grammars, no mocks)."""
+"""hindsight.syntax: language detection and cached tree-sitter parsers (real grammars, no mocks)."""
 
 import pytest
 
-from engine import syntax
+from hindsight import syntax
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from collector.store import Store
-from collector.tracker import OutcomeTracker, end_of, shift, similarity, text_between
+from hindsight.collector.store import Store
+from hindsight.collector.tracker import OutcomeTracker, end_of, shift, similarity, text_between
 
 URI = "file:///w/a.py"
 

@@ -1,4 +1,4 @@
-"""TRL's default DPO trainer, timed as the baseline refresh/dpo.py is compared against."""
+"""TRL's default DPO trainer, timed as the baseline hindsight/refresh/dpo.py is compared against."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.slow
 def test_trl_baseline_trains_a_step_and_reports_its_rate(tmp_path):
-    from refresh.trl_baseline import trl_pairs_per_minute
+    from hindsight.refresh.trl_baseline import trl_pairs_per_minute
 
     pairs = [
         {"prompt": f"def add_{i}(a, b):\n    return ", "chosen": "a + b", "rejected": "a - b"} for i in range(4)

@@ -25,10 +25,10 @@ import psutil
 import pytest
 
 from conftest import ROOT, WORKSPACE
-from engine import syntax
-from engine.engine import CompletionRequest
-from retrieval.live import LiveIndex
-from retrieval.workspace import (
+from hindsight import syntax
+from hindsight.request import CompletionRequest
+from hindsight.retrieval.live import LiveIndex
+from hindsight.retrieval.workspace import (
     BINARY_SNIFF_BYTES,
     MAX_FILES,
     PARSE_BUDGET_S,
@@ -52,7 +52,7 @@ def work(tmp_path):
 
 @pytest.fixture
 def logged(caplog):
-    caplog.set_level("INFO", logger="retrieval.workspace")
+    caplog.set_level("INFO", logger="hindsight.retrieval.workspace")
     return caplog
 
 
@@ -171,8 +171,8 @@ CHILD = """
 import json, logging, os, pwd, sys
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-from engine.syntax import LANGUAGES, parser_for
-from retrieval.workspace import WorkspaceIndex
+from hindsight.syntax import LANGUAGES, parser_for
+from hindsight.retrieval.workspace import WorkspaceIndex
 if os.geteuid() == 0:  # root reads anything: become nobody, once all that is needed is loaded
     for language in LANGUAGES:
         parser_for(language)
@@ -386,7 +386,7 @@ def test_a_workspace_of_100000_files_is_indexed_in_bounded_time_and_memory(big, 
     # The walk yields one file at a time: going through all 100,000 holds almost nothing. Measured in a
     # process of its own: tracemalloc counts every thread's allocations, and earlier tests leave threads.
     walk = (
-        "import sys, tracemalloc\nfrom pathlib import Path\nfrom retrieval.workspace import source_files\n"
+        "import sys, tracemalloc\nfrom pathlib import Path\nfrom hindsight.retrieval.workspace import source_files\n"
         "tracemalloc.start()\ncount = sum(1 for _ in source_files(Path(sys.argv[1])))\n"
         "print(count, tracemalloc.get_traced_memory()[1])"
     )

@@ -30,7 +30,7 @@ export interface ServerCommand {
   args: string[];
 }
 
-/** `hindsight.serverCommand` when it is a non-empty list of strings, else `<pythonPath> -m lsp_server serve`. */
+/** `hindsight.serverCommand` when it is a non-empty list of strings, else `<pythonPath> -m hindsight serve`. */
 export function serverCommand(user: UserSettings): ServerCommand {
   const override = user['serverCommand'];
   if (isStringList(override) && override.length > 0) {
@@ -39,7 +39,7 @@ export function serverCommand(user: UserSettings): ServerCommand {
   }
   const python = user['pythonPath'];
   const command = typeof python === 'string' && python.trim() !== '' ? python : DEFAULT_PYTHON;
-  return { command, args: ['-m', 'lsp_server', 'serve'] };
+  return { command, args: ['-m', 'hindsight', 'serve'] };
 }
 
 /** The settings the server is started with: changing one restarts it. (`enable` is the client's alone.) */

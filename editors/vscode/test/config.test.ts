@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { documentFilters, enabledLanguages, initializationOptions, languageIds, LANGUAGES, serverCommand } from '../src/config';
 
-test('no settings: python3 -m lsp_server serve, and no options so the server keeps its defaults', () => {
-  assert.deepEqual(serverCommand({}), { command: 'python3', args: ['-m', 'lsp_server', 'serve'] });
+test('no settings: python3 -m hindsight serve, and no options so the server keeps its defaults', () => {
+  assert.deepEqual(serverCommand({}), { command: 'python3', args: ['-m', 'hindsight', 'serve'] });
   assert.deepEqual(initializationOptions({}), {});
 });
 

@@ -1,4 +1,4 @@
-// A stand-in for `python -m lsp_server serve`: speaks the same protocol over stdio and appends every
+// A stand-in for `python -m hindsight serve`: speaks the same protocol over stdio and appends every
 // message it gets, as one JSON line, to the log file named by its first argument.
 import * as fs from 'node:fs';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';

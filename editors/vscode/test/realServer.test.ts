@@ -15,7 +15,7 @@ test('completion, accept, reject, statistics and reload with the real server', {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hindsight-real-'));
   // A data dir of its own (no acceptance gate the user trained: every suggestion is shown), with the
   // embedded model file the Python already has; the server inherits the environment.
-  const model = execFileSync(python!, ['-c', 'from engine.model import resolve_model; print(resolve_model(None))'], { encoding: 'utf8' }).trim();
+  const model = execFileSync(python!, ['-c', 'from hindsight.engine.model import resolve_model; print(resolve_model(None))'], { encoding: 'utf8' }).trim();
   const saved = { data: process.env['HINDSIGHT_DATA_DIR'], db: process.env['HINDSIGHT_DB'] };
   process.env['HINDSIGHT_DATA_DIR'] = dir;
   process.env['HINDSIGHT_DB'] = path.join(dir, 'hindsight.db');

@@ -1,0 +1,197 @@
+"""Versioned artefacts on disk and which version is current: one store for the acceptance gate's versions
+(the data dir's `gates/`) and the LoRA adapters (`adapters/`).
+
+    <directory>/
+        <name>/             one version: its files, manifest.json among them; never changed once written
+        current.json        which version is promoted
+
+Writing a version puts its files into a hidden directory beside the others (`.<name>-…`), fsyncs each file
+and the directory, and renames it into place: a reader (the server, on reload) never sees a version half
+written, and a crash mid-write leaves only the hidden directory, which is not a version (`names` skips it)
+and leaves current.json as it was. Promoting replaces current.json the same way (a temp file beside it,
+fsync, `os.replace`, fsync the directory): readers see the old pointer or the new one, whole. Nothing is
+ever deleted or overwritten.
+
+current.json comes in two formats, both read as they are and each written by its own store as before:
+
+- `{"version": name}`, the gate's: the current version only. A store without history promotes without
+  reading the old pointer (a broken current.json is replaced, never a reason to stop), and cannot roll back;
+- `{"current": name or null, "history": [names promoted before it, oldest first]}`, the adapters'
+  (`history=True`): `rollback` makes the last of the history current again, or turns the artefact off
+  (current null) when the history is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from hindsight.errors import HindsightError
+from hindsight.paths import ensure_private_dir
+
+CURRENT = "current.json"
+MANIFEST = "manifest.json"
+# A plain directory name: no path tricks, and never a hidden staging directory.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ArtefactError(HindsightError):
+    """Why the store cannot do what was asked: a bad current.json or manifest, a bad version name. One line."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.split())[:300]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a temp file beside it, fsync, os.replace, fsync the directory. Readers see
+    the old file or the new one, whole, and a crash leaves one of them."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class Versions:
+    """The versions of one kind of artefact in `directory`, and which one is current.
+
+    `name_re`: what a version's name must match (a plain directory name at least). `files`: what a
+    version must hold to be promoted. `history`: current.json keeps the versions promoted before the
+    current one, so that `rollback` can go back (the adapters' format; without it, the gate's)."""
+
+    def __init__(self, directory: Path, *, name_re: re.Pattern = NAME_RE, files: tuple[str, ...] = (),
+                 history: bool = False):
+        self.directory = Path(directory)
+        self.name_re = name_re
+        self.files = tuple(files)
+        self.history = history
+
+    def _valid(self, name: object) -> bool:
+        return isinstance(name, str) and bool(NAME_RE.match(name)) and bool(self.name_re.match(name))
+
+    def path(self, name: str) -> Path:
+        """The directory of version `name`; ArtefactError when `name` is not a valid version name."""
+        if not self._valid(name):
+            raise ArtefactError(f"not a valid version name in {self.directory}: {name!r}")
+        return self.directory / name
+
+    def names(self) -> list[str]:
+        """The versions written, by name (names start with their time, so oldest first)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.name for p in self.directory.iterdir() if self._valid(p.name) and p.is_dir())
+
+    def write(self, name: str, files: dict[str, bytes]) -> Path:
+        """A new version `name` holding `files` (file name → bytes), written whole or not at all; not
+        promoted. ArtefactError when the name is invalid or taken."""
+        final = self.path(name)
+        ensure_private_dir(self.directory)
+        if final.exists():
+            raise ArtefactError(f"version {name} already exists in {self.directory}")
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.directory))  # mode 0700
+        try:
+            for file, data in files.items():
+                _write_synced(staging / file, data)
+            _fsync_dir(staging)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(self.directory)
+        return final
+
+    def manifest(self, name: str) -> dict:
+        """Version `name`'s manifest.json; ArtefactError ("manifest.json is missing", "… is unreadable")."""
+        try:
+            manifest = json.loads((self.path(name) / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise ArtefactError(f"{MANIFEST} is missing") from None
+        except (OSError, ValueError) as e:
+            raise ArtefactError(f"{MANIFEST} is unreadable ({_one_line(e)})") from None
+        if not isinstance(manifest, dict):
+            raise ArtefactError(f"{MANIFEST} is not an object")
+        return manifest
+
+    def state(self) -> tuple[str | None, list[str]]:
+        """(the current version or None, the versions promoted before it, oldest first), from current.json
+        in either format; (None, []) when nothing was ever promoted. ArtefactError when current.json is
+        unreadable or names an invalid version."""
+        path = self.directory / CURRENT
+        if not path.exists():
+            return None, []
+        try:
+            state = json.loads(path.read_text())
+            if "current" in state:  # the adapters' format: null is "none promoted"
+                current, history, off = state["current"], list(state.get("history", [])), True
+            else:  # the gate's: it always names one
+                current, history, off = state["version"], [], False
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+            raise ArtefactError(f"{path} is unreadable ({_one_line(e)})") from None
+        named = history if off and current is None else [current, *history]
+        for name in named:
+            if not self._valid(name):
+                raise ArtefactError(f"{path} names no valid version ({name!r})")
+        return current, history
+
+    def current(self) -> str | None:
+        """The current version's name, None when none is (ArtefactError when current.json is bad)."""
+        return self.state()[0]
+
+    def promote(self, name: str) -> None:
+        """Make version `name` current, atomically. With history, the one it replaces goes on the history,
+        and promoting the current version again changes nothing. ArtefactError when `name` is not a
+        complete version here."""
+        version = self.path(name)
+        if not version.is_dir():
+            raise ArtefactError(f"no version {name} in {self.directory}")
+        missing = [f for f in self.files if not (version / f).is_file()]
+        if missing:
+            raise ArtefactError(f"{version} has no {' and '.join(missing)}")
+        if not self.history:
+            self._point({"version": name})
+            return
+        current, history = self.state()
+        if current != name:
+            self._point({"current": name, "history": history + ([current] if current else [])})
+
+    def rollback(self) -> str | None:
+        """Make the version promoted before the current one current again, and return its name; with none
+        before it, turn the artefact off (current null) and return None. Nothing is deleted. ArtefactError
+        for a store that keeps no history."""
+        if not self.history:
+            raise ArtefactError(f"{self.directory / CURRENT} keeps no history to roll back: promote a version by name")
+        current, history = self.state()
+        previous = history.pop() if history else None
+        if current is not None or previous is not None:
+            self._point({"current": previous, "history": history})
+        return previous
+
+    def _point(self, state: dict) -> None:
+        _replace_file(self.directory / CURRENT, (json.dumps(state, indent=2) + "\n").encode())

@@ -1,7 +1,0 @@
-"""`python -m lsp_server` runs the `hindsight` command."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())

@@ -1,0 +1,108 @@
+"""The versioned-artefact store (hindsight.artefacts): versions written whole, promoted atomically, rolled
+back; both formats of current.json read as they are; a crash mid-write leaves the current version intact."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hindsight.artefacts import CURRENT, ArtefactError, Versions
+
+FILES = {"model.bin": b"weights", "manifest.json": b'{"format": 1}'}
+
+
+def test_versions_are_written_whole_and_listed_by_name(tmp_path):
+    store = Versions(tmp_path / "things", files=("model.bin", "manifest.json"))
+    assert store.names() == [] and store.current() is None
+    second = store.write("v-0002", FILES)
+    first = store.write("v-0001", FILES)
+    assert store.names() == ["v-0001", "v-0002"]
+    assert (first / "model.bin").read_bytes() == b"weights" and store.manifest("v-0002") == {"format": 1}
+    assert first.stat().st_mode & 0o777 == 0o700
+    with pytest.raises(ArtefactError, match="already exists"):
+        store.write("v-0001", {"other.bin": b"x"})
+    for bad in ("../escape", ".hidden", "", "a/b"):
+        with pytest.raises(ArtefactError, match="not a valid version name"):
+            store.write(bad, FILES)
+    assert (first / "model.bin").read_bytes() == b"weights"  # nothing overwritten
+    assert not list(store.directory.glob(".*"))  # no staging directory left behind
+
+
+def test_promote_without_history_writes_the_gates_format(tmp_path):
+    store = Versions(tmp_path, files=("model.bin",))
+    store.write("v1", FILES)
+    store.write("v2", FILES)
+    store.write("v3", {"manifest.json": b"{}"})
+    store.promote("v1")
+    store.promote("v2")
+    assert json.loads((tmp_path / CURRENT).read_text()) == {"version": "v2"} and store.current() == "v2"
+    with pytest.raises(ArtefactError, match="has no model.bin"):
+        store.promote("v3")
+    with pytest.raises(ArtefactError, match="no version v9"):
+        store.promote("v9")
+    assert store.current() == "v2"
+    with pytest.raises(ArtefactError, match="no history"):
+        store.rollback()
+    (tmp_path / CURRENT).write_text("{not json")
+    with pytest.raises(ArtefactError, match="unreadable"):
+        store.current()
+    store.promote("v1")  # a broken pointer is replaced, not a reason to stop
+    assert store.current() == "v1"
+
+
+def test_promote_and_rollback_with_history_write_the_adapters_format(tmp_path):
+    store = Versions(tmp_path, name_re=re.compile(r"^a-\d$"), history=True)
+    for name in ("a-1", "a-2", "a-3"):
+        store.write(name, FILES)
+    store.promote("a-1")
+    store.promote("a-2")
+    store.promote("a-2")  # already current: nothing changes
+    store.promote("a-3")
+    assert json.loads((tmp_path / CURRENT).read_text()) == {"current": "a-3", "history": ["a-1", "a-2"]}
+    assert store.state() == ("a-3", ["a-1", "a-2"])
+    assert store.rollback() == "a-2" and store.rollback() == "a-1"
+    assert store.rollback() is None and store.current() is None  # nothing before the first: off
+    assert json.loads((tmp_path / CURRENT).read_text()) == {"current": None, "history": []}
+    assert store.rollback() is None
+    assert store.names() == ["a-1", "a-2", "a-3"]  # nothing deleted
+
+
+def test_both_formats_are_read_and_bad_names_refused(tmp_path):
+    store = Versions(tmp_path)
+    (tmp_path / CURRENT).write_text('{"version": "gate-1"}')
+    assert store.state() == ("gate-1", [])
+    (tmp_path / CURRENT).write_text('{"current": "adapter-2", "history": ["adapter-1"]}')
+    assert store.state() == ("adapter-2", ["adapter-1"])
+    for text in ('{"version": "../../etc"}', '{"version": null}', '{"current": "x", "history": [null]}'):
+        (tmp_path / CURRENT).write_text(text)
+        with pytest.raises(ArtefactError, match="names no valid version"):
+            store.current()
+
+
+def test_a_crash_mid_write_leaves_the_current_version_intact(tmp_path):
+    store = Versions(tmp_path / "things", history=True)
+    store.write("v1", FILES)
+    store.promote("v1")
+    # A process killed after the first file of a version, before the rename: the hidden staging directory
+    # stays, and nothing else changes.
+    crash = (
+        "import os, sys\n"
+        "import hindsight.artefacts as a\n"
+        "a._fsync_dir = lambda path: os._exit(9)\n"
+        "a.Versions(sys.argv[1], history=True).write('v2', {'model.bin': b'half'})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", crash, str(store.directory)], timeout=60)
+    assert done.returncode == 9
+    staging = [p for p in store.directory.iterdir() if p.name.startswith(".v2-")]
+    assert len(staging) == 1 and (staging[0] / "model.bin").read_bytes() == b"half"
+    assert store.names() == ["v1"] and store.current() == "v1"
+    assert store.manifest("v1") == {"format": 1}
+    # The name is still free: the version is written again, whole, and promoted.
+    store.write("v2", FILES)
+    store.promote("v2")
+    assert store.state() == ("v2", ["v1"])
