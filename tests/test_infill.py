@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from hindsight.evaluation.infill import derive_tasks, execute, load_tasks
+from hindsight.refresh.infill import derive_tasks, execute, load_tasks
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from hindsight.simulate.simulator import Pace, decide, next_keystroke
 GEOMETRY = WORKSPACE / "shapes" / "geometry.py"
 REPORT = WORKSPACE / "web" / "report.js"
 # A file with many functions, for "another seed picks other sites".
-MANY_FUNCTIONS = ROOT / "collector" / "tracker.py"
+MANY_FUNCTIONS = ROOT / "hindsight" / "collector" / "tracker.py"
 
 
 # -- the decision ----------------------------------------------------------------------------------------

@@ -17,9 +17,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from hindsight.engine.fim import SENTINEL_SPLIT, SENTINELS
-
 from hindsight.engine.backend import BackendError, GenerationStats, Token
+from hindsight.engine.fim import SENTINEL_SPLIT, SENTINELS
 from hindsight.engine.model import check_gguf
 
 

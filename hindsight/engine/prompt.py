@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from hindsight.engine.fim import SUFFIX_TOKENS, clean, layout, suffix_window
 from hindsight.request import Snippet
 from hindsight.syntax import TABLE
 
@@ -136,8 +137,6 @@ class PromptBuilder:
         tokens = used + self.count_tokens(head) + sum(self._line_tokens(l) for l in lines[start:line])
         tokens += self._line_tokens(cursor_prefix)
         if self.fim:
-            from hindsight.engine.fim import SUFFIX_TOKENS, clean, layout, suffix_window
-
             window = suffix_window(clean(suffix), lambda l: self._line_tokens(l) - 1, SUFFIX_TOKENS)
             full = layout(clean(rendered), window, clean(head + prefix))
             tokens += self.count_tokens(window) + 2

@@ -1,15 +1,3 @@
-"""Benchmarks, the simulated developer and the demo."""
-
-from __future__ import annotations
-
-import json
-
-
-def print_result(result: dict, as_json: bool) -> None:
-    """A command's result: one JSON object, or one aligned `key  value` line per field."""
-    if as_json:
-        print(json.dumps(result))
-        return
-    width = max(map(len, result), default=0)
-    for key, value in result.items():
-        print(f"{key:>{width}}  {value}")
+"""The benchmarks (`hindsight bench ...`, docs/BENCHMARKS.md) and the demo: the top layer, which only the
+command line runs. Each benchmark returns its result (or prints its own report as it goes); the command
+prints it."""

@@ -111,7 +111,7 @@ def speed_prompt(backend: LlamaBackend, tokens: int = SPEED_PROMPT_TOKENS) -> st
     return "".join(lines)
 
 
-def machine_speed(model: str | None) -> dict:
+def machine_speed(model: str | None, runs: int = SPEED_RUNS) -> dict:
     """This machine's speed with the model the server serves: one decode step (ms; the median over the
     steps that follow ~1,000-token prompts) and prefill tokens per second (the median over prompts
     evaluated from scratch). The server's model file, context size and thread count; KV reuse off, so
@@ -120,7 +120,7 @@ def machine_speed(model: str | None) -> dict:
     backend = LlamaBackend(resolve_model(model), n_ctx=options.n_ctx, n_threads=options.n_threads, kv_reuse=False)
     prompt = speed_prompt(backend)
     prefill_rates, step_ms = [], []
-    for _ in range(SPEED_RUNS):
+    for _ in range(runs):
         stats = GenerationStats()
         # A token is yielded as soon as it is chosen, so the time between two yields is one decode step:
         # evaluate the last token, read the logits, choose the next.

@@ -21,13 +21,12 @@ import tempfile
 from pathlib import Path
 
 from hindsight.engine.model import gguf_sha256
+from hindsight.paths import data_dir, ensure_private_dir
 
 
 
 def hf_root() -> Path:
     """`data_dir()/models/hf`, created (0700) if missing."""
-    from hindsight.paths import data_dir, ensure_private_dir
-
     return ensure_private_dir(data_dir() / "models" / "hf")
 
 

@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from hindsight.engine.engine import heal_split
+
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # The refresh adapts attention only: measured on the same 363 pairs, it raised held-out acceptance as much
 # as all projections did (+17.5%) for a third of the infilling loss (-0.7 points against -1.55), as
@@ -106,8 +108,6 @@ class TrainStats:
 
 
 def encode(tokenizer, prompt: str, chosen: str, rejected: str, config: DPOConfig) -> Example | None:
-    from hindsight.engine.engine import heal_split
-
     head, heal = heal_split(prompt)  # the engine's token healing: training sees the tokens generation produced
     ids = tokenizer(head, add_special_tokens=True)["input_ids"]
     c = tokenizer(heal + chosen, add_special_tokens=False)["input_ids"][: config.max_completion_tokens]

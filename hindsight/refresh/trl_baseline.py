@@ -33,6 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from hindsight.engine.model import resolve_model
+from hindsight.refresh.base import load_base
+from hindsight.refresh.dpo import DPOConfig as OurConfig, top_layers
+
 BATCH = 4  # pairs per step, as in the reference measurement (60 s per step of 4 pairs)
 CONFIG_KEYS = (
     "max_length",
@@ -73,10 +77,6 @@ def trl_pairs_per_minute(
     from peft import LoraConfig
     from transformers import TrainerCallback, set_seed
     from trl import DPOConfig, DPOTrainer
-
-    from hindsight.engine.model import resolve_model
-    from hindsight.refresh.base import load_base
-    from hindsight.refresh.dpo import DPOConfig as OurConfig, top_layers
 
     needed = steps * BATCH
     rows = [{k: str(p[k]) for k in ("prompt", "chosen", "rejected")} for p in pairs]

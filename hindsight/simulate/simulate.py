@@ -27,6 +27,7 @@ from typing import Any, Callable
 from lsprotocol import types
 
 from hindsight.errors import UsageError
+from hindsight.retrieval.workspace import read_source, source_files
 from hindsight.simulate.session import Session
 from hindsight.simulate.simulator import DISMISS_RATE, SimulatedDeveloper, Step
 from hindsight.syntax import TABLE, language_for, parse
@@ -161,8 +162,6 @@ def choose_sites(text: str, language: str, n: int, rng: random.Random) -> list[S
 
 def read_file(path: Path, min_lines: int = MIN_LINES, max_lines: int = MAX_LINES) -> str | None:
     """The file's text (newlines normalized), or None when it is no fit for the simulation."""
-    from hindsight.retrieval.workspace import read_source
-
     text, _why = read_source(path, MAX_BYTES)  # the index's rules: binary, generated, minified, huge
     if text is None:
         return None
@@ -176,8 +175,6 @@ def read_file(path: Path, min_lines: int = MIN_LINES, max_lines: int = MAX_LINES
 
 def candidate_files(root: Path, min_lines: int = MIN_LINES, max_lines: int = MAX_LINES) -> list[Path]:
     """The repository's source files (.gitignore and the index's skip rules honoured), sorted."""
-    from hindsight.retrieval.workspace import source_files
-
     return sorted(
         path
         for path in source_files(root)
