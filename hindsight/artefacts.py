@@ -66,12 +66,10 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _replace_file(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: a temp file beside it, fsync, os.replace, fsync the directory. Readers see
     the old file or the new one, whole, and a crash leaves one of them."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)  # mode 0600
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(Path(tmp), data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -103,7 +101,8 @@ class Versions:
         return self.directory / name
 
     def names(self) -> list[str]:
-        """The versions written, by name (names start with their time, so oldest first)."""
+        """The versions written, sorted by name (the gate's and the adapters' names start with their time:
+        oldest first). A hidden staging directory, left by a crash mid-write, is not one."""
         if not self.directory.is_dir():
             return []
         return sorted(p.name for p in self.directory.iterdir() if self._valid(p.name) and p.is_dir())

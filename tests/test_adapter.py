@@ -14,15 +14,8 @@ from conftest import WORKSPACE, rows
 from hindsight.artefacts import CURRENT
 from hindsight.refresh.gguf_adapter import adapter_tensors, gguf_name, write_adapter
 from hindsight.engine.model import check_adapter
-from hindsight.refresh.registry import (
-    RegistryError,
-    current_adapter,
-    current_name,
-    new_name,
-    promote,
-    rollback,
-    write_version,
-)
+from hindsight.refresh.registry import new_name, promote, rollback, write_version
+from hindsight.engine.adapters import RegistryError, current_adapter, current_name
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROMPTS = [

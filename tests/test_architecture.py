@@ -44,8 +44,9 @@ ALLOWED: dict[str, set[str]] = {
     "artefacts": {"paths", "errors"},
     # The SQLite log and the outcome tracker: stores requests, knows nothing of models or gates.
     "collector": FOUNDATIONS,
-    # One suggestion from a model; reads model files from the artefact store, never the log.
-    "engine": FOUNDATIONS | {"artefacts"},
+    # One suggestion from a model; reads model files and adapters from the artefact store, is configured
+    # by the options (the model loader), and never reads the log.
+    "engine": FOUNDATIONS | {"options", "artefacts"},
     # The workspace index and BM25: text in, snippets out.
     "retrieval": FOUNDATIONS,
     # The acceptance gate is trained on the log (collector) and loaded from the artefact store.

@@ -164,7 +164,8 @@ def test_tiny_refresh_makes_an_adapter_llama_cpp_loads_that_moves_towards_chosen
 
 
 def test_rollback_restores_the_previous_adapter(tmp_path, monkeypatch):
-    from hindsight.refresh.registry import adapters_dir, current_name, promote, write_version
+    from hindsight.refresh.registry import promote, write_version
+    from hindsight.engine.adapters import adapters_dir, current_name
 
     monkeypatch.setenv("HINDSIGHT_DATA_DIR", str(tmp_path))
     directory = adapters_dir()

@@ -33,7 +33,8 @@ from hindsight.paths import data_dir
 from hindsight.refresh import job
 from hindsight.refresh.evaluate import INFILL_TASKS
 from hindsight.refresh.pairs import format_for, llama_sampler, mine, parse_since, write
-from hindsight.refresh.registry import adapters_dir, promoted_for, rollback
+from hindsight.refresh.registry import rollback
+from hindsight.engine.adapters import adapters_dir, promoted_for
 from hindsight.simulate import cold_start as cold
 
 

@@ -31,7 +31,7 @@ MAX_SOURCE_BYTES = 2_000_000  # `complete` refuses larger files: they are not so
 @click.option("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT instead of stdio")
 @model_option
 def serve(tcp: int | None, model: str | None) -> None:
-    server.model_override = model
+    server.pipeline.model_override = model
     if tcp:
         server.start_tcp("127.0.0.1", tcp)
         return

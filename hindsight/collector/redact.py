@@ -38,7 +38,7 @@ from collections import Counter
 from typing import Any
 
 MARK = "«redacted:{}»"
-_MARK_RE = re.compile(r"«redacted:[a-z0-9_]+»")
+MARK_RE = re.compile(r"«redacted:[a-z0-9_]+»")
 
 
 def _mark(kind: str) -> str:
@@ -364,7 +364,7 @@ def _is_reference(value: str) -> bool:
 
 def _literal_rest(value: str) -> str:
     """What is left of a value once marks, template references and a leading auth scheme are removed."""
-    rest = _INLINE_REFERENCE.sub("", _MARK_RE.sub("", value))
+    rest = _INLINE_REFERENCE.sub("", MARK_RE.sub("", value))
     return _LEADING_SCHEME.sub("", rest).strip()
 
 

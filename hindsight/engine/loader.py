@@ -20,7 +20,7 @@ from hindsight.engine.model import check_model, is_verified, record_verified, re
 from hindsight.options import Options
 from hindsight.engine.model import gguf_sha256
 from hindsight.engine.model import check_adapter
-from hindsight.refresh.registry import RegistryError, adapters_dir, current_adapter, current_name
+from hindsight.engine.adapters import RegistryError, adapters_dir, current_adapter, current_name
 
 
 def stat_key(path: Path) -> tuple:

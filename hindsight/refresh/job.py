@@ -31,12 +31,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hindsight.collector.reader import LogError, accepted_suggestions
-from hindsight.engine.model import resolve_model
+from hindsight.engine.adapters import adapters_dir, promoted_for
+from hindsight.engine.model import check_adapter, gguf_sha256, resolve_model
 from hindsight.errors import HindsightError
-from hindsight.refresh.dpo import DPOConfig
-from hindsight.refresh.evaluate import INFILL_TASKS
+from hindsight.refresh.anchors import anchor_texts
+from hindsight.refresh.base import load_base
+from hindsight.refresh.dpo import DPOConfig, add_lora, encode, encode_anchor, lora_state, train
+from hindsight.refresh.evaluate import INFILL_TASKS, backend_for, infill, replay, replay_items
+from hindsight.refresh.gguf_adapter import scale_adapter, write_adapter
 from hindsight.refresh.pairs import _iso, _path_of, llama_sampler, mine, repo_of
-from hindsight.refresh.registry import promoted_for
+from hindsight.refresh.registry import promote as promote_version, write_version
 
 HELD_OUT = 0.2  # share of files (groups of pairs) held out for the before/after replay
 MAX_REPLAY = 600  # held-out replay items, at most (each is a generation with each model), spread over the files
@@ -137,11 +141,6 @@ def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: P
     """Train on `pairs` and write the GGUF adapter to `out`; the training statistics."""
     import torch
 
-    from hindsight.refresh.anchors import anchor_texts
-    from hindsight.refresh.base import load_base
-    from hindsight.refresh.dpo import add_lora, encode, encode_anchor, lora_state, train
-    from hindsight.refresh.gguf_adapter import write_adapter
-
     torch.manual_seed(config.seed)
     model, tokenizer = load_base(model_path)
     if torch.cuda.is_available():  # the same code on a GPU, where there is one
@@ -174,7 +173,6 @@ def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: P
 
 
 def measure(model_path: Path, adapter: Path | None, items, infill_tasks: int) -> dict:
-    from hindsight.refresh.evaluate import backend_for, infill, replay
 
     backend = backend_for(model_path, adapter)
     result = replay(backend, items)
@@ -197,14 +195,6 @@ def refresh(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The whole job on mined or read `pairs` (and, for the replay, the logged `accepted` rows)."""
-    from hindsight.engine.model import resolve_model
-
-    from hindsight.engine.model import gguf_sha256
-    from hindsight.refresh.evaluate import replay_items
-    from hindsight.refresh.gguf_adapter import scale_adapter
-    from hindsight.engine.model import check_adapter
-    from hindsight.refresh.registry import adapters_dir, promote as promote_version, promoted_for, write_version
-
     say = progress or (lambda message: None)
     config = config or DPOConfig()
     model_path = Path(model_path) if model_path else resolve_model(None)

@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlparse
 
 from hindsight.collector.reader import LogError, shown_suggestions
-from hindsight.collector.redact import _MARK_RE, redact
+from hindsight.collector.redact import MARK_RE, redact
 from hindsight.engine.backend import BackendError
 from hindsight.engine.engine import heal_split
 from hindsight.engine.generate import continuation
@@ -277,7 +277,7 @@ def sampled_chosen(row: dict[str, Any], sampler: Sampler, n: int, stop_kw: bool 
 
 
 def _has_secret(text: str) -> bool:
-    return redact(text) != text or _MARK_RE.search(text) is not None
+    return redact(text) != text or MARK_RE.search(text) is not None
 
 
 # -- mining -------------------------------------------------------------------------------------------------
