@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from conftest import WORKSPACE
 from hindsight.cli import cli, main
-from hindsight.cli.common import command, need
+from hindsight.cli.common import COMMANDS, command, need
 from hindsight.collector.store import CORRUPT, StoreError
 from hindsight.errors import HindsightError, UsageError
 
@@ -198,3 +199,14 @@ def test_stats_reads_several_databases(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
     assert list(stats) == [str(one), str(two)] and stats[str(one)]["requests"] == 0
+
+
+def test_every_listed_command_loads_under_its_name():
+    """The top group imports a command's module only when it runs: each name in COMMANDS must find its
+    command there, and `hindsight --help` lists them all without importing any."""
+    ctx = click.Context(cli)
+    for name, (_, summary) in COMMANDS.items():
+        loaded = cli.get_command(ctx, name)
+        assert loaded is not None and loaded.name == name and loaded.help == summary, name
+    listing = hindsight("--help")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in COMMANDS)

@@ -18,38 +18,46 @@
 
 Each command declares its options beside its code, in the module of its area: serve.py (serve, complete,
 index), log.py (stats, forget), learn.py (the gate, the pairs, the refresh, FIM training), simulate.py
-(demo, simulate), bench.py. They print what the packages return (output.py); every error the user should
+(demo, simulate), bench.py; `common.COMMANDS` names them, and a command's module is imported only when it
+runs. They print what the packages return (output.py); every error the user should
 read is a `hindsight.errors.HindsightError`, caught here, once: one line on stderr, and exit status 1 when
 the work failed, 2 when the command refused what it was given (click's own usage errors are 2 as well).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from hindsight import __version__
-from hindsight.cli import bench, learn, log, serve, simulate
-from hindsight.cli.common import Group
+from hindsight.cli.common import COMMANDS, Group
 from hindsight.errors import HindsightError
 
 
-@click.group(cls=Group, context_settings={"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 120},
+class Commands(Group):
+    """The top group: each command's module (COMMANDS) is imported when that command runs, not before."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return super().get_command(ctx, name)  # one added with add_command (the tests')
+        module = importlib.import_module(f"hindsight.cli.{COMMANDS[name][0]}")
+        return getattr(module, name.replace("-", "_"))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help) for name, (_, help) in COMMANDS.items()])
+
+
+@click.group(cls=Commands, context_settings={"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 120},
              help="hindsight: a local code-completion language server that learns from what its user turns down.")
 @click.version_option(__version__, prog_name="hindsight", message="%(prog)s %(version)s")
 def cli() -> None:
     pass
-
-
-for command in (
-    serve.serve, serve.complete, serve.index,
-    log.stats, log.forget,
-    simulate.demo, simulate.simulate,
-    learn.train_gate, learn.cold_start, learn.export_pairs, learn.refresh, learn.build_fim_data, learn.train_fim,
-    bench.bench,
-):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

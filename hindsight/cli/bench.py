@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from hindsight.cli.common import GATE_LIBRARIES, TORCH_LIBRARIES, Group, json_option, model_option, need
+from hindsight.cli.common import COMMANDS, GATE_LIBRARIES, TORCH_LIBRARIES, Group, json_option, model_option, need
 from hindsight.cli.output import print_result
 from hindsight.evaluation import (
     bench_bm25,
@@ -29,7 +29,7 @@ def plot_libraries(plot: str | None) -> tuple[str, ...]:
     return ("matplotlib",) if plot else ()
 
 
-@click.group("bench", cls=Group, help="Benchmarks (docs/BENCHMARKS.md).")
+@click.group("bench", cls=Group, help=COMMANDS["bench"][1])
 def bench() -> None:
     pass
 

@@ -15,6 +15,27 @@ import click
 from hindsight.errors import UsageError
 from hindsight.paths import db_path
 
+# The commands of `hindsight`, in the order `hindsight --help` lists them: the module of `hindsight.cli` that
+# declares each (with its options), and what it does. The top group imports a command's module only when
+# that command runs, so `hindsight --help` and `hindsight serve` do not pay for the trainers' and the
+# benchmarks' imports.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve", 'Run the language server (stdio unless --tcp).'),
+    "complete": ("serve", 'One completion at FILE:LINE:COL (1-based), with per-stage timings.'),
+    "index": ("serve", 'Index a workspace for cross-file context now (the server does it on start; cached).'),
+    "stats": ("log", 'Outcome counts, acceptance rate and latency from the log.'),
+    "forget": ("log", 'Delete the logged data (all, or since a date), then VACUUM the database.'),
+    "demo": ("simulate", 'Watch a simulated developer use hindsight over real LSP (what `make demo` runs).'),
+    "simulate": ("simulate", 'A simulated developer removes code from the files of REPO (a directory) and types it back through the real server; the files are read, never written.'),
+    "train-gate": ("learn", 'Train the acceptance gate on the recorded outcomes; promote it if it is not worse.'),
+    "cold-start": ("learn", 'The first acceptance gate: simulated sessions on the standard library, trained on.'),
+    "export-pairs": ("learn", 'DSAT preference pairs (prompt, chosen, rejected) for DPO, with provenance.'),
+    "refresh": ("learn", 'A DPO LoRA adapter from the dissatisfaction pairs; promoted if it measures better.'),
+    "build-fim-data": ("learn", 'Fill-in-the-middle training examples with cross-file context (JSONL).'),
+    "train-fim": ("learn", 'LoRA SFT that teaches the model the fill-in-the-middle format.'),
+    "bench": ("bench", 'Benchmarks (docs/BENCHMARKS.md).'),
+}
+
 # The optional extras (pyproject.toml) and what they install, in the words of the message that asks for one.
 EXTRAS = {"train": "the training libraries", "bench": "the benchmark libraries"}
 # What each kind of training imports, for `need`: the gate's, and the language model's.
@@ -90,7 +111,8 @@ class Group(click.Group):
 
 
 def command(name: str, **kwargs):
-    """`@command("stats", help=...)`: a `Command` named `name`."""
+    """`@command("stats")`: the `Command` named `name`, with its line in COMMANDS as its help."""
+    kwargs.setdefault("help", COMMANDS[name][1] if name in COMMANDS else None)
     return click.command(name, cls=Command, **kwargs)
 
 

@@ -43,7 +43,7 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@command("train-gate", help="Train the acceptance gate on the recorded outcomes; promote it if it is not worse.")
+@command("train-gate")
 @db_option("a database to train on")
 @click.option("--gates-dir", metavar="DIR", help="where gate versions live  [default: the data dir's gates/]")
 @click.option("--value-accept", type=float, metavar="V", default=1.0, help="worth of an accepted suggestion")
@@ -61,7 +61,7 @@ def train_gate(dbs, gates_dir, value_accept, cost_reject, cost_call, seed, force
     print(json.dumps(metrics) if as_json else format_gate_metrics(metrics))
 
 
-@command("cold-start", help="The first acceptance gate: simulated sessions on the standard library, trained on.")
+@command("cold-start")
 @click.option("--files", type=int, default=6, help="files per standard-library package")
 @click.option("--seed", type=int, default=0)
 @click.option("--pace-ms", type=float, default=cold.PACE_MS, help="the simulated developer's time per keystroke")
@@ -79,7 +79,7 @@ def cold_start(files, seed, pace_ms, force, model, as_json) -> None:
         print(format_gate_metrics(metrics))
 
 
-@command("export-pairs", help="DSAT preference pairs (prompt, chosen, rejected) for DPO, with provenance.")
+@command("export-pairs")
 @db_option("a database to mine")
 @click.option("--out", metavar="FILE", help="where to write  [default: the data dir's pairs/pairs-<time>.jsonl]")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]),
@@ -119,7 +119,7 @@ def export_pairs(dbs, out, fmt, since, no_sample, model, seed, as_json) -> None:
     print(json.dumps(result) if as_json else format_pairs_counts(result))
 
 
-@command("refresh", help="A DPO LoRA adapter from the dissatisfaction pairs; promoted if it measures better.")
+@command("refresh")
 @db_option("mine pairs from a database")
 @click.option("--pairs", "pairs_file", metavar="FILE", help="pairs from `hindsight export-pairs` (jsonl or parquet)")
 @click.option("--rollback", "roll_back", is_flag=True,
@@ -144,7 +144,7 @@ def refresh(dbs, pairs_file, roll_back, epochs, no_sample, infill_tasks, no_prom
     print_result(result, as_json)
 
 
-@command("build-fim-data", help="Fill-in-the-middle training examples with cross-file context (JSONL).")
+@command("build-fim-data")
 @click.option("--out", default="fim-data.jsonl", metavar="FILE", help="where to write")
 @click.option("--files", type=int, metavar="N", help="files to use, split across the languages  [default: all]")
 @click.option("--per-file", type=int, default=8, metavar="K", help="examples per file")
@@ -179,7 +179,7 @@ def build_fim_data(out, files, per_file, seed, no_context, exclude, languages, r
     print_result(summary, as_json)
 
 
-@command("train-fim", help="LoRA SFT that teaches the model the fill-in-the-middle format.")
+@command("train-fim")
 @click.option("--data", default="fim-data.jsonl", metavar="FILE", help="build-fim-data's examples (.jsonl or .jsonl.gz)")
 @click.option("--out", default="fim-adapter", metavar="DIR", help="checkpoints, adapter.gguf and manifest.json")
 @click.option("--steps", type=int, default=fim_train.FIMConfig.steps, help="optimizer steps")

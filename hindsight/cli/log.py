@@ -15,7 +15,7 @@ from hindsight.paths import db_path
 from hindsight.refresh.pairs import parse_since
 
 
-@command("stats", help="Outcome counts, acceptance rate and latency from the log.")
+@command("stats")
 @json_option
 @db_option("a database; several: the stats of each")
 def stats(as_json: bool, dbs: tuple[str, ...]) -> None:
@@ -34,7 +34,7 @@ def stats(as_json: bool, dbs: tuple[str, ...]) -> None:
 
 # forget takes one --db: it deletes, so it acts on the one file named, and its report (bytes before and
 # after, the WAL) is that file's.
-@command("forget", help="Delete the logged data (all, or since a date), then VACUUM the database.")
+@command("forget")
 @click.option("--since", metavar="DATE", help="what was recorded at or after this ISO date (UTC)")
 @click.option("--all", "everything", is_flag=True, help="everything")
 @click.option("--db", metavar="PATH", help="the database  [default: $HINDSIGHT_DB or the data dir's hindsight.db]")

@@ -27,7 +27,7 @@ from hindsight.syntax import language_for
 MAX_SOURCE_BYTES = 2_000_000  # `complete` refuses larger files: they are not source a person types in
 
 
-@command("serve", help="Run the language server (stdio unless --tcp).")
+@command("serve")
 @click.option("--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT instead of stdio")
 @model_option
 def serve(tcp: int | None, model: str | None) -> None:
@@ -67,7 +67,7 @@ def read_source(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-@command("complete", help="One completion at FILE:LINE:COL (1-based), with per-stage timings.")
+@command("complete")
 @click.argument("location")
 @json_option
 @model_option
@@ -101,7 +101,7 @@ def complete(location: str, as_json: bool, model: str | None, backend: str, base
         print("  ".join(f"{k}={v:.1f}" for k, v in timings.items()), file=sys.stderr)
 
 
-@command("index", help="Index a workspace for cross-file context now (the server does it on start; cached).")
+@command("index")
 @click.argument("path", default=".")
 @json_option
 def index(path: str, as_json: bool) -> None:

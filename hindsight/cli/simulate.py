@@ -15,15 +15,14 @@ from hindsight.paths import data_dir
 from hindsight.simulate.simulate import simulate as simulate_repo
 
 
-@command("demo", help="Watch a simulated developer use hindsight over real LSP (what `make demo` runs).")
+@command("demo")
 @model_option
 @click.option("--lines", type=int, help="stop after typing this many lines of each file")
 def demo(model: str | None, lines: int | None) -> None:
     print(format_stats(run_demo(model=model, lines=lines)))
 
 
-@command("simulate", help="A simulated developer removes code from the files of REPO (a directory) and types it "
-                           "back through the real server; the files are read, never written.")
+@command("simulate")
 @click.argument("repo")
 @click.option("--files", type=int, default=10, help="source files to edit")
 @click.option("--sites", type=int, default=2, help="edit sites per file")
