@@ -12,13 +12,12 @@ and leaves current.json as it was. Promoting replaces current.json the same way 
 fsync, `os.replace`, fsync the directory): readers see the old pointer or the new one, whole. Nothing is
 ever deleted or overwritten.
 
-current.json comes in two formats, both read as they are and each written by its own store as before:
-
-- `{"version": name}`, the gate's: the current version only. A store without history promotes without
-  reading the old pointer (a broken current.json is replaced, never a reason to stop), and cannot roll back;
-- `{"current": name or null, "history": [names promoted before it, oldest first]}`, the adapters'
-  (`history=True`): `rollback` makes the last of the history current again, or turns the artefact off
-  (current null) when the history is empty.
+current.json is `{"current": name or null, "history": [names promoted before it, oldest first]}`:
+`rollback` makes the last of the history current again, or turns the artefact off (current null) when the
+history is empty. A gate directory written before the gates had a history holds `{"version": name}`; it
+reads as that version with an empty history, and the next promotion writes the new format. A current.json
+that cannot be read is replaced by the next promotion (with an empty history), never a reason to stop
+promoting; the server, meanwhile, is told why nothing is current.
 """
 
 from __future__ import annotations
@@ -81,15 +80,12 @@ class Versions:
     """The versions of one kind of artefact in `directory`, and which one is current.
 
     `name_re`: what a version's name must match (a plain directory name at least). `files`: what a
-    version must hold to be promoted. `history`: current.json keeps the versions promoted before the
-    current one, so that `rollback` can go back (the adapters' format; without it, the gate's)."""
+    version must hold to be promoted."""
 
-    def __init__(self, directory: Path, *, name_re: re.Pattern = NAME_RE, files: tuple[str, ...] = (),
-                 history: bool = False):
+    def __init__(self, directory: Path, *, name_re: re.Pattern = NAME_RE, files: tuple[str, ...] = ()):
         self.directory = Path(directory)
         self.name_re = name_re
         self.files = tuple(files)
-        self.history = history
 
     def _valid(self, name: object) -> bool:
         return isinstance(name, str) and bool(NAME_RE.match(name)) and bool(self.name_re.match(name))
@@ -140,16 +136,16 @@ class Versions:
 
     def state(self) -> tuple[str | None, list[str]]:
         """(the current version or None, the versions promoted before it, oldest first), from current.json
-        in either format; (None, []) when nothing was ever promoted. ArtefactError when current.json is
+        (or the gates' older `{"version": name}`); (None, []) when nothing was ever promoted. ArtefactError when current.json is
         unreadable or names an invalid version."""
         path = self.directory / CURRENT
         if not path.exists():
             return None, []
         try:
             state = json.loads(path.read_text())
-            if "current" in state:  # the adapters' format: null is "none promoted"
+            if "current" in state:  # null is "none promoted"
                 current, history, off = state["current"], list(state.get("history", [])), True
-            else:  # the gate's: it always names one
+            else:  # the gates' older format: it always names one
                 current, history, off = state["version"], [], False
         except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
             raise ArtefactError(f"{path} is unreadable ({_one_line(e)})") from None
@@ -164,28 +160,24 @@ class Versions:
         return self.state()[0]
 
     def promote(self, name: str) -> None:
-        """Make version `name` current, atomically. With history, the one it replaces goes on the history,
-        and promoting the current version again changes nothing. ArtefactError when `name` is not a
-        complete version here."""
+        """Make version `name` current, atomically. The one it replaces goes on the history, and promoting
+        the current version again changes nothing. ArtefactError when `name` is not a complete version here."""
         version = self.path(name)
         if not version.is_dir():
             raise ArtefactError(f"no version {name} in {self.directory}")
         missing = [f for f in self.files if not (version / f).is_file()]
         if missing:
             raise ArtefactError(f"{version} has no {' and '.join(missing)}")
-        if not self.history:
-            self._point({"version": name})
-            return
-        current, history = self.state()
+        try:
+            current, history = self.state()
+        except ArtefactError:  # a broken pointer is replaced, never a reason to stop promoting
+            current, history = None, []
         if current != name:
             self._point({"current": name, "history": history + ([current] if current else [])})
 
     def rollback(self) -> str | None:
         """Make the version promoted before the current one current again, and return its name; with none
-        before it, turn the artefact off (current null) and return None. Nothing is deleted. ArtefactError
-        for a store that keeps no history."""
-        if not self.history:
-            raise ArtefactError(f"{self.directory / CURRENT} keeps no history to roll back: promote a version by name")
+        before it, turn the artefact off (current null) and return None. Nothing is deleted."""
         current, history = self.state()
         previous = history.pop() if history else None
         if current is not None or previous is not None:

@@ -1,5 +1,5 @@
 """The versioned-artefact store (hindsight.artefacts): versions written whole, promoted atomically, rolled
-back; both formats of current.json read as they are; a crash mid-write leaves the current version intact."""
+back; the gates' older current.json read as it is; a crash mid-write leaves the current version intact."""
 
 from __future__ import annotations
 
@@ -32,30 +32,28 @@ def test_versions_are_written_whole_and_listed_by_name(tmp_path):
     assert not list(store.directory.glob(".*"))  # no staging directory left behind
 
 
-def test_promote_without_history_writes_the_gates_format(tmp_path):
+def test_promote_refuses_an_incomplete_version_and_replaces_a_broken_pointer(tmp_path):
     store = Versions(tmp_path, files=("model.bin",))
     store.write("v1", FILES)
     store.write("v2", FILES)
     store.write("v3", {"manifest.json": b"{}"})
     store.promote("v1")
     store.promote("v2")
-    assert json.loads((tmp_path / CURRENT).read_text()) == {"version": "v2"} and store.current() == "v2"
+    assert json.loads((tmp_path / CURRENT).read_text()) == {"current": "v2", "history": ["v1"]}
     with pytest.raises(ArtefactError, match="has no model.bin"):
         store.promote("v3")
     with pytest.raises(ArtefactError, match="no version v9"):
         store.promote("v9")
     assert store.current() == "v2"
-    with pytest.raises(ArtefactError, match="no history"):
-        store.rollback()
     (tmp_path / CURRENT).write_text("{not json")
     with pytest.raises(ArtefactError, match="unreadable"):
         store.current()
     store.promote("v1")  # a broken pointer is replaced, not a reason to stop
-    assert store.current() == "v1"
+    assert store.state() == ("v1", [])
 
 
-def test_promote_and_rollback_with_history_write_the_adapters_format(tmp_path):
-    store = Versions(tmp_path, name_re=re.compile(r"^a-\d$"), history=True)
+def test_promote_and_rollback(tmp_path):
+    store = Versions(tmp_path, name_re=re.compile(r"^a-\d$"))
     for name in ("a-1", "a-2", "a-3"):
         store.write(name, FILES)
     store.promote("a-1")
@@ -71,10 +69,13 @@ def test_promote_and_rollback_with_history_write_the_adapters_format(tmp_path):
     assert store.names() == ["a-1", "a-2", "a-3"]  # nothing deleted
 
 
-def test_both_formats_are_read_and_bad_names_refused(tmp_path):
+def test_the_gates_older_format_is_read_and_bad_names_refused(tmp_path):
     store = Versions(tmp_path)
+    store.write("gate-2", FILES)
     (tmp_path / CURRENT).write_text('{"version": "gate-1"}')
     assert store.state() == ("gate-1", [])
+    store.promote("gate-2")  # the next promotion writes the one format, and keeps what was current
+    assert json.loads((tmp_path / CURRENT).read_text()) == {"current": "gate-2", "history": ["gate-1"]}
     (tmp_path / CURRENT).write_text('{"current": "adapter-2", "history": ["adapter-1"]}')
     assert store.state() == ("adapter-2", ["adapter-1"])
     for text in ('{"version": "../../etc"}', '{"version": null}', '{"current": "x", "history": [null]}'):
@@ -84,7 +85,7 @@ def test_both_formats_are_read_and_bad_names_refused(tmp_path):
 
 
 def test_a_crash_mid_write_leaves_the_current_version_intact(tmp_path):
-    store = Versions(tmp_path / "things", history=True)
+    store = Versions(tmp_path / "things")
     store.write("v1", FILES)
     store.promote("v1")
     # A process killed after the first file of a version, before the rename: the hidden staging directory
@@ -93,7 +94,7 @@ def test_a_crash_mid_write_leaves_the_current_version_intact(tmp_path):
         "import os, sys\n"
         "import hindsight.artefacts as a\n"
         "a._fsync_dir = lambda path: os._exit(9)\n"
-        "a.Versions(sys.argv[1], history=True).write('v2', {'model.bin': b'half'})\n"
+        "a.Versions(sys.argv[1]).write('v2', {'model.bin': b'half'})\n"
     )
     done = subprocess.run([sys.executable, "-c", crash, str(store.directory)], timeout=60)
     assert done.returncode == 9

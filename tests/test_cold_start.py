@@ -23,6 +23,6 @@ def test_cold_start_trains_and_promotes_a_gate_that_loads(tmp_path, monkeypatch)
     assert any("json" in s for s in said) and any("training" in s for s in said)
     gate, problem = load_gate(tmp_path / "gates")
     assert problem is None and gate is not None and gate.version == metrics["version"]
-    assert json.loads((tmp_path / "gates" / "current.json").read_text())["version"] == gate.version
+    assert json.loads((tmp_path / "gates" / "current.json").read_text())["current"] == gate.version
     again = run(files=1, sites=1, pace_ms=5, packages=("json",), model=model, log=said.append)
     assert again["skipped"]  # a gate is already promoted: nothing is simulated or replaced

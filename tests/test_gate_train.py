@@ -22,7 +22,7 @@ import pytest
 from hindsight.collector.store import Store
 from hindsight.gating.dataset import GateError, load
 from hindsight.gating.features import STAGE1, STAGE2
-from hindsight.gating.gate import load_gate
+from hindsight.gating.gate import load_gate, versions
 from hindsight.gating.train import train, train_result
 
 
@@ -178,7 +178,7 @@ def test_training_writes_a_version_and_promotes_it(trained):
     files = sorted(p.name for p in directory.iterdir())
     assert files == ["manifest.json", "metrics.json", "stage1.onnx", "stage2.onnx"]
     assert directory.stat().st_mode & 0o777 == 0o700
-    assert json.loads((gates / "current.json").read_text()) == {"version": metrics["version"]}
+    assert json.loads((gates / "current.json").read_text()) == {"current": metrics["version"], "history": []}
     assert metrics["promoted"] is True and metrics["promotion_reason"] == "no gate promoted yet"
     manifest = json.loads((directory / "manifest.json").read_text())
     assert manifest["features"] == {"stage1": STAGE1, "stage2": STAGE2}
@@ -281,7 +281,7 @@ def test_an_unusable_current_gate_is_replaced(trained, tmp_path):
     assert metrics["promotion_reason"] == (
         f"the current gate is unusable ({version}: stage2.onnx does not match its sha256 in the manifest)"
     )
-    assert json.loads((gates / "current.json").read_text()) == {"version": metrics["version"]}
+    assert json.loads((gates / "current.json").read_text()) == {"current": metrics["version"], "history": []}
     # The same data and seed give the same models, byte for byte.
     before = json.loads((result.directory / "manifest.json").read_text())["sha256"]
     after = json.loads((Path(metrics["directory"]) / "manifest.json").read_text())["sha256"]
@@ -382,3 +382,21 @@ def test_cli_train_gate_on_an_empty_database(tmp_path):
     expected = "hindsight: too little data to train the gate: 0 suggestions with an outcome (need 40)"
     assert result.stderr.strip() == expected
     assert not (tmp_path / "gates").exists()
+
+
+def test_cli_train_gate_rollback_goes_back_one_gate(trained, tmp_path):
+    """Gates are versioned like adapters: `train-gate --rollback` makes the one promoted before current
+    again, and before the first there is no gate (every suggestion shown); nothing is deleted."""
+    _, result, shared = trained
+    gates = shutil.copytree(shared, tmp_path / "gates")  # the fixture's gates stay as they are
+    first = result.metrics["version"]
+    store = versions(gates)
+    second = f"{first}-b"
+    store.write(second, {f.name: f.read_bytes() for f in (gates / first).iterdir()})
+    store.promote(second)
+    back = _hindsight("train-gate", "--rollback", "--gates-dir", str(gates), "--json", data_dir=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["current"] == first and load_gate(gates)[0].version == first
+    off = _hindsight("train-gate", "--rollback", "--gates-dir", str(gates), "--json", data_dir=tmp_path)
+    assert json.loads(off.stdout)["current"] is None and load_gate(gates) == (None, None)
+    assert store.names() == sorted([first, second])

@@ -24,17 +24,18 @@ from hindsight.cli.common import (
     need,
 )
 from hindsight.cli.output import format_gate_metrics, format_pairs_counts, pairs_summary, print_result
+from hindsight.engine.adapters import adapters_dir, promoted_for
 from hindsight.engine.model import resolve_model
 from hindsight.errors import UsageError
 from hindsight.fim import data as fim_data, train as fim_train
 from hindsight.gating.dataset import load
+from hindsight.gating.gate import versions as gate_versions
 from hindsight.gating.train import train
 from hindsight.paths import data_dir
 from hindsight.refresh import job
 from hindsight.refresh.evaluate import INFILL_TASKS
 from hindsight.refresh.pairs import format_for, llama_sampler, mine, parse_since, write
 from hindsight.refresh.registry import rollback
-from hindsight.engine.adapters import adapters_dir, promoted_for
 from hindsight.simulate import cold_start as cold
 
 
@@ -51,10 +52,17 @@ def say(message: str) -> None:
 @click.option("--cost-call", type=float, metavar="K", default=0.02, help="cost of one model call")
 @click.option("--seed", type=int, metavar="S", default=0, help="chooses the held-out groups and seeds LightGBM")
 @click.option("--force", is_flag=True, help="promote even if it is worse than the current gate")
+@click.option("--rollback", "roll_back", is_flag=True, help="make the gate promoted before the current one current again")
 @json_option
-def train_gate(dbs, gates_dir, value_accept, cost_reject, cost_call, seed, force, as_json) -> None:
-    need("train", *GATE_LIBRARIES)
+def train_gate(dbs, gates_dir, value_accept, cost_reject, cost_call, seed, force, roll_back, as_json) -> None:
     gates = Path(gates_dir).expanduser() if gates_dir else data_dir() / "gates"
+    if roll_back:
+        if dbs:
+            raise click.UsageError("--db and --rollback go one at a time")
+        name = gate_versions(gates).rollback()
+        print_result({"current": name, "note": "run hindsight.reload in the editor (or restart it)"}, as_json)
+        return
+    need("train", *GATE_LIBRARIES)
     with Console(stderr=True).status("training the acceptance gate"):
         metrics = train(load(databases(dbs)), value_accept=value_accept, cost_reject=cost_reject, cost_call=cost_call,
                         seed=seed, gates_dir=gates, force=force)

@@ -33,8 +33,8 @@ def adapters_dir() -> Path:
 
 
 def versions(directory: Path) -> Versions:
-    """The adapters in `directory`: current.json keeps a history, for `rollback`."""
-    return Versions(directory, name_re=NAME_RE, files=(ADAPTER, MANIFEST), history=True)
+    """The adapters in `directory`."""
+    return Versions(directory, name_re=NAME_RE, files=(ADAPTER, MANIFEST))
 
 
 def current_name(directory: Path) -> str | None:

@@ -115,7 +115,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def versions(gates_dir: Path) -> Versions:
-    """The gate's versions in `gates_dir` (hindsight.artefacts): current.json is `{"version": name}`."""
+    """The gate's versions in `gates_dir` (hindsight.artefacts)."""
     return Versions(gates_dir, files=(*(f"{stage}.onnx" for stage in STAGES), MANIFEST))
 
 
