@@ -19,7 +19,7 @@ Where the middle is (`kind`), and each kind's share of the draws (KIND_WEIGHTS):
 - `rest_of_line` (25%): the cursor inside a line, right before a token other than the line's first
   (tree-sitter's leaves are the token boundaries); the middle is the rest of the line, without its newline.
 - `line` (15%): the cursor at column 0 of a line; the middle is the whole line, indentation included,
-  without its newline. This is HumanEval single-line infilling's convention (hindsight/evaluation/infill.py): the
+  without its newline. This is HumanEval single-line infilling's convention (hindsight/refresh/infill.py): the
   user sees an emptied line.
 - `expression` (10%): an expression in a slot: a right-hand side, a call's argument, a returned value, a
   condition, a dictionary value, a parameter's default.

@@ -285,7 +285,7 @@ class Pipeline:
         says whether the document is still as `req` has it (polled on the model worker, so it must be
         cheap and thread-safe); `invoked`: the user asked (alternatives are made), rather than typed.
         Raises `Stale` when the document changed meanwhile; asyncio.CancelledError is recorded and
-        passed on."""
+        passed on. Sets the request's `request_id`, `cancelled` and `admit`."""
         if req.language not in self.options.languages:
             return None
         if self._inflight is not None:

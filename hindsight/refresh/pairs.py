@@ -73,6 +73,8 @@ from hindsight.engine.model import check_gguf
 from hindsight.engine.postprocess import clean, trim_suffix_overlap
 from hindsight.engine.stops import StopRule
 from hindsight.errors import HindsightError
+from hindsight.gating.features import Cursor, parses
+from hindsight.paths import ensure_private_dir
 
 # (prompt, n) → up to n raw continuations of `prompt`. A sampler may also take `stop`, a callable that
 # says from the continuation so far whether the engine's stop rule would stop there (the miner passes it
@@ -242,8 +244,6 @@ def shape_sample(text: str, row: dict[str, Any]) -> str:
 
 def parses_in_place(completion: str, prefix: str, suffix: str, language: str | None) -> bool:
     """The gate's check: no more tree-sitter errors around the cursor with the completion than without."""
-    from hindsight.gating.features import Cursor, parses
-
     line = prefix.count("\n")
     character = len(prefix) - (prefix.rfind("\n") + 1)
     return parses(Cursor((prefix + suffix).split("\n"), line, character, language), completion)
@@ -389,8 +389,6 @@ def write(pairs: list[dict[str, Any]], out: Path, fmt: str) -> Path:
     """Write the pairs (mode 0600: they hold the user's code) to a temporary file beside `out`, then
     rename it into place: a reader never sees half a file."""
     out = Path(out).expanduser()
-    from hindsight.paths import ensure_private_dir
-
     ensure_private_dir(out.parent)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
