@@ -265,7 +265,8 @@ def test_a_worse_gate_is_refused_unless_forced(trained, tmp_path):
     assert (gates / refused["version"] / "manifest.json").is_file()  # kept, just not promoted
     forced = train(noise, gates_dir=gates, force=True)
     assert forced["promoted"] is True and forced["promotion_reason"] == "forced"
-    assert json.loads((gates / "current.json").read_text()) == {"version": forced["version"]}
+    on_disk = json.loads((gates / "current.json").read_text())
+    assert on_disk == {"current": forced["version"], "history": [result.metrics["version"]]}
     assert {p.name for p in gates.iterdir() if p.is_dir()} == {
         result.metrics["version"], refused["version"], forced["version"]
     }
@@ -281,7 +282,7 @@ def test_an_unusable_current_gate_is_replaced(trained, tmp_path):
     assert metrics["promotion_reason"] == (
         f"the current gate is unusable ({version}: stage2.onnx does not match its sha256 in the manifest)"
     )
-    assert json.loads((gates / "current.json").read_text()) == {"current": metrics["version"], "history": []}
+    assert json.loads((gates / "current.json").read_text()) == {"current": metrics["version"], "history": [version]}
     # The same data and seed give the same models, byte for byte.
     before = json.loads((result.directory / "manifest.json").read_text())["sha256"]
     after = json.loads((Path(metrics["directory"]) / "manifest.json").read_text())["sha256"]

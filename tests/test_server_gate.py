@@ -110,7 +110,7 @@ async def test_shadow_mode_and_exploration_log_propensity(tmp_path, trained, mod
 async def test_corrupt_gate_serves_ungated_and_says_so_once(tmp_path, trained, model_path):
     home = tmp_path / "home"
     shutil.copytree(trained, home)
-    version = json.loads((home / "gates" / "current.json").read_text())["version"]
+    version = json.loads((home / "gates" / "current.json").read_text())["current"]
     (home / "gates" / version / "stage2.onnx").write_bytes(b"not a model")
     answers, logged, messages = await run(home, model_path, {"exploration": 0.0})
     assert answers[0] is not None and logged[0]["decision"] == "show" and logged[0]["gate_version"] is None
