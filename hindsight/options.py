@@ -43,11 +43,25 @@ class GateOptions:
 
 
 @dataclass
+class ModelOptions:
+    """Which model, and how to prompt it. `"model": "path.gguf"` is short for `{"path": "path.gguf"}`."""
+
+    path: str | None = None  # a GGUF file for the embedded backend; None = the embedded Gemma 3 270M
+    name: str | None = None  # the model's name on a server (an Ollama tag, an OpenAI-style model id)
+    # How to prompt it: a profile's name (qwen2.5-coder, starcoder2, …, none) or a template with {prefix}
+    # (and {suffix}, {context}, {file}); None = what a GGUF's vocabulary says, or a served model's name.
+    template: str | None = None
+    stop: list[str] = field(default_factory=list)  # more strings that end a completion
+
+
+@dataclass
 class Options:
-    model: str | None = None  # path to a GGUF file; None = the embedded Gemma 3 270M
-    backend: str = "embedded"  # 'embedded' | 'http'
-    base_url: str = "http://127.0.0.1:8080"  # for backend 'http' (an OpenAI-compatible server)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    backend: str = "embedded"  # 'embedded' | 'llama-server' | 'ollama' | 'openai'
+    base_url: str = "http://127.0.0.1:8080"  # the model server, for any backend but 'embedded'
     api_key: str | None = None
+    api_key_env: str | None = None  # the name of an environment variable that holds the API key
+    timeout_s: float = 30.0  # a model server that sends nothing for this long has failed
     n_ctx: int = 4096
     n_threads: int | None = None
     database_path: str | None = None  # default: $HINDSIGHT_DB or the platform data dir
@@ -64,7 +78,8 @@ class Options:
     persistence_delays_s: list[float] = field(default_factory=lambda: [30.0, 120.0])
 
 
-CHOICES = {"backend": ("embedded", "http")}
+CHOICES = {"backend": ("embedded", "llama-server", "ollama", "openai")}
+RENAMED = {("backend", "http"): "openai"}  # an older value → its name now
 
 
 def camel(name: str) -> str:
@@ -110,6 +125,9 @@ def _parse(cls: type, raw: Any, path: str, problems: list[str]):
             setattr(obj, name, _parse(hint, value, where, problems))
         elif not _check(value, hint):
             problems.append(f"option {where} has the wrong type ({type(value).__name__}); using the default")
+        elif (name, value) in RENAMED:
+            problems.append(f"option {where}: {value!r} is now called {RENAMED[name, value]!r}")
+            setattr(obj, name, RENAMED[name, value])
         elif name in CHOICES and value not in CHOICES[name]:
             problems.append(f"option {where} must be one of {', '.join(CHOICES[name])}; using the default")
         else:
@@ -120,6 +138,8 @@ def _parse(cls: type, raw: Any, path: str, problems: list[str]):
 def parse_options(raw: Any) -> tuple[Options, list[str]]:
     """Options from the client's initializationOptions, and the problems found (empty when all is well)."""
     problems: list[str] = []
+    if isinstance(raw, dict) and isinstance(raw.get("model"), str):
+        raw = {**raw, "model": {"path": raw["model"]}}
     options = _parse(Options, raw, "", problems)
     unknown = [lang for lang in options.languages if lang not in LANGUAGES]
     if unknown:

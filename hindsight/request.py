@@ -24,6 +24,7 @@ class CompletionRequest:
     character: int  # Python str index within the line
     language: str | None = None
     path: str = ""  # shown to the model in the prompt header
+    repo: str = ""  # the workspace's name, for a model's repository format (hindsight/engine/profiles.py)
     context: list[Snippet] = field(default_factory=list)
     request_id: str | None = None
     cancelled: Callable[[], bool] = lambda: False

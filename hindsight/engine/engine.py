@@ -14,6 +14,7 @@ from typing import Callable
 from hindsight.engine.backend import Backend, GenerationStats
 from hindsight.engine.cache import CacheEntry, TypedAheadCache
 from hindsight.engine.postprocess import clean, trim_suffix_overlap
+from hindsight.engine.profiles import BY_NAME
 from hindsight.engine.prompt import Prompt, PromptBudget, PromptBuilder
 from hindsight.request import CompletionRequest, Snippet
 from hindsight.engine.stops import StopRule, completion_mode
@@ -31,7 +32,6 @@ class EngineConfig:
     # characters from suggestions, fewer wrong ones shown; costs HumanEval infill pass@1 points.
     min_token_prob: float = 0.3
     budget: PromptBudget = field(default_factory=PromptBudget)
-    fim: bool = False  # the fill-in-the-middle prompt (hindsight/engine/fim.py): only for an adapter trained on it
 
 
 @dataclass
@@ -105,9 +105,13 @@ class Engine:
         self.backend = backend
         self.config = config or EngineConfig()
         self.retriever = retriever
-        self.prompts = PromptBuilder(backend.count_tokens, self.config.budget, fim=self.config.fim)
+        self.profile = getattr(backend, "profile", None) or BY_NAME["none"]
+        self.prompts = PromptBuilder(backend.count_tokens, self.config.budget, self.profile)
         self.cache = TypedAheadCache()
-        self._heals = self.config.heal and getattr(backend, "supports_must_start", False)
+        # Healing cuts the partial word from the end of the prompt: only where the prompt ends at the cursor.
+        self._heals = self.config.heal and getattr(backend, "supports_must_start", False) and self.profile.cursor_last
+        # A local model stops at the stop tokens themselves (LlamaBackend); a server's text is searched.
+        self._text_stops = () if getattr(backend, "stops_at_tokens", False) else self.profile.stop
 
     def complete(self, req: CompletionRequest) -> Completion:
         t0 = time.perf_counter()
@@ -150,6 +154,11 @@ class Engine:
                 found.append(alt)
         return found
 
+    def _stop_at(self, raw: str, start: int) -> int | None:
+        """Where the first of the profile's stop spellings begins in `raw[start:]`, or None."""
+        found = [i for i in (raw.find(s, start) for s in self._text_stops) if i >= 0]
+        return min(found) if found else None
+
     def context_for(self, req: CompletionRequest) -> list[Snippet]:
         """The request's own context, else the retriever's."""
         if req.context or self.retriever is None:
@@ -170,7 +179,7 @@ class Engine:
             return Completion("", mode, "model", None, LogprobSummary(), timings, withheld=True)
         prompt = self.prompts.build(
             req.text, req.line, req.character, path=req.path, language=req.language, context=context,
-            lines=req.doc_lines(),
+            lines=req.doc_lines(), repo=req.repo,
         )
         t2 = time.perf_counter()
         cursor_line_prefix = before[before.rfind("\n") + 1 :]
@@ -211,6 +220,10 @@ class Engine:
                 raw += token.text
                 if len(raw) <= len(heal):
                     continue
+                end = self._stop_at(raw, len(heal))
+                if end is not None:  # the model ended the middle in text (a server that sends special tokens)
+                    kept, stop = rule.finish(raw[len(heal) : end]), "eos"
+                    break
                 kept = rule.feed(raw[len(heal) :])
                 if kept is not None:
                     stop, next_logprob = "rule", token.logprob

@@ -17,24 +17,28 @@ word is cut from the prompt and begins the middle (token healing), in training a
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Callable
 
 SUFFIX = "<unused0>"
 MIDDLE = "<unused1>"
 SENTINELS = (SUFFIX, MIDDLE)
-SENTINEL_SPLIT = re.compile("(" + "|".join(map(re.escape, SENTINELS)) + ")")
 FORMAT = "fim-spm-v1"  # what an adapter's manifest declares (`prompt_format`) to be served in this format
 SUFFIX_TOKENS = 256  # the suffix window's budget, in training and in the engine
 
 
+def break_specials(text: str, specials: tuple[str, ...]) -> str:
+    """`text` with the special tokens' spellings broken (`<|fim_prefix|>` → `< |fim_prefix|>`), so that only
+    a prompt's format places them: code that mentions a special token must not become one."""
+    for s in specials:
+        if s in text:
+            text = text.replace(s, s[0] + " " + s[1:])
+    return text
+
+
 def clean(text: str) -> str:
     """The text with the sentinels' spellings taken out, so that only the format places them."""
-    for s in SENTINELS:
-        if s in text:
-            text = text.replace(s, s.replace("<", "< "))
-    return text
+    return break_specials(text, SENTINELS)
 
 
 def suffix_window(suffix: str, count_tokens: Callable[[str], int], budget: int = SUFFIX_TOKENS) -> str:

@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from hindsight.engine.backend import BackendError, GenerationStats, Token
+from hindsight.engine.profiles import BY_NAME, Profile, guess
 
 CHARS_PER_TOKEN = 3.2
 _MAX_ERROR_BODY = 64 * 1024
@@ -92,7 +93,11 @@ class HttpBackend:
         model: str | None = None,
         timeout_s: float = 30.0,
         api_key: str | None = None,
+        profile: Profile | None = None,
     ):
+        """`profile`: how to prompt the served model (hindsight/engine/profiles.py); by default the one
+        its name points to, else prefix-only."""
+        self.profile = profile or guess(model or "") or BY_NAME["none"]
         base_url = base_url.strip().rstrip("/")
         self.base_url = base_url
         self.name = f"http:{base_url}"
@@ -193,6 +198,8 @@ class HttpBackend:
             "stream_options": {"include_usage": True},
             "echo": False,
         }
+        if self.profile.stop:
+            payload["stop"] = list(self.profile.stop)
         if logprobs:
             payload["logprobs"] = 1
         if self.model:

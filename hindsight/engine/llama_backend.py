@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from hindsight.engine.backend import BackendError, GenerationStats, Token
-from hindsight.engine.fim import SENTINEL_SPLIT, SENTINELS
+from hindsight.engine.fim import FORMAT, declared_format
 from hindsight.engine.model import check_gguf
+from hindsight.engine.profiles import KNOWN_SPECIALS, Profile, Vocabulary, detect, instruct_reason, with_stop
 
 
 @contextlib.contextmanager
@@ -72,6 +74,7 @@ class LlamaBackend:
     HEAL_CANDIDATES = 64  # tokens considered, best first, for the text the generation must begin with
     supports_must_start = True
     supports_first_rank = True
+    stops_at_tokens = True  # the profile's stop tokens end generation by id (`_end_tokens`)
 
     def __init__(
         self,
@@ -81,8 +84,13 @@ class LlamaBackend:
         n_threads: int | None = None,
         kv_reuse: bool = True,
         lora_path: str | Path | None = None,
+        profile: Profile | None = None,
+        stop: tuple[str, ...] | list[str] = (),
     ):
-        """`lora_path`: a GGUF LoRA adapter applied on top of the model. Only pass a model that
+        """`lora_path`: a GGUF LoRA adapter applied on top of the model. `profile`: how to prompt the
+        model (hindsight/engine/profiles.py); by default the one its vocabulary points to, or the FIM
+        format its adapter declares, and a model whose name says it is an instruct model is refused
+        (BackendError); `stop`: more spellings that end a completion. Only pass a model that
         `hindsight.engine.model.check_model`, and an adapter that `hindsight.refresh.gguf_adapter.check_adapter`, has
         test-loaded: a malformed file can abort the process."""
         import llama_cpp
@@ -121,24 +129,76 @@ class LlamaBackend:
             raise BackendError(f"llama.cpp could not load the adapter {self.lora_path}")
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
-        self._eos = {self.llm.token_eos()}
-        eot = self._special_id("<end_of_turn>")
-        if eot is not None:
-            self._eos.add(eot)
         self._pieces: dict[int, bytes] = {}
-        self._sentinels = {s: self._special_id(s) for s in SENTINELS}  # None where the vocabulary lacks it
+        if profile is None:
+            vocabulary = self.vocabulary()
+            reason = instruct_reason(vocabulary.name) or instruct_reason(path.stem)
+            if reason:
+                self.llm.close()
+                raise BackendError(f"{reason}: completion needs a base model, which continues code instead of "
+                                   "answering it (set model.template to use this one anyway)")
+            profile = detect(vocabulary, fim_adapter=declared_format(self.lora_path) == FORMAT)
+        self.profile = with_stop(profile, stop)
+        # The profile's special tokens, each placed by the prompt's template as its one token (None where
+        # the vocabulary lacks it: then it is plain text), and the tokens that end a completion.
+        self._specials = {s: self._special_id(s) for s in self.profile.specials}
+        split = sorted(self._specials, key=len, reverse=True)
+        self._special_split = re.compile("(" + "|".join(map(re.escape, split)) + ")") if split else None
+        self._eos = self._end_tokens()
+
+    def vocabulary(self) -> Vocabulary:
+        """What llama.cpp says of the model's FIM tokens (by their text), which of the special tokens the
+        profiles know it holds, and its name."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        ids = [f(vocab) for f in (llama_cpp.llama_vocab_fim_pre, llama_cpp.llama_vocab_fim_suf, llama_cpp.llama_vocab_fim_mid)]
+        texts = tuple(self._text(vocab, i) for i in ids) if all(0 <= i < self.n_vocab for i in ids) else None
+        has = frozenset(s for s in KNOWN_SPECIALS if self._special_id(s) is not None)
+        return Vocabulary(texts, has, str(self.llm.metadata.get("general.name", "")))
+
+    @staticmethod
+    def _text(vocab, token: int) -> str:
+        import llama_cpp
+
+        return (llama_cpp.llama_vocab_get_text(vocab, token) or b"").decode("utf-8", errors="replace")
+
+    def _end_tokens(self) -> set[int]:
+        """End of generation: what llama.cpp counts as such (`llama_vocab_is_eog`: end of text, end of
+        turn, and FIM's pad, repository and file-separator tokens) and the profile's stop tokens."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        candidates = {self.llm.token_eos()}
+        for f in (llama_cpp.llama_vocab_eot, llama_cpp.llama_vocab_fim_pad, llama_cpp.llama_vocab_fim_rep,
+                  llama_cpp.llama_vocab_fim_sep):
+            candidates.add(f(vocab))
+        ends = {t for t in candidates if 0 <= t < self.n_vocab and llama_cpp.llama_vocab_is_eog(vocab, t)}
+        ends.add(self.llm.token_eos())
+        ends.update(t for t in map(self._special_id, self.profile.stop) if t is not None)
+        return ends
 
     def _special_id(self, text: str) -> int | None:
-        ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
-        return ids[0] if len(ids) == 1 else None
+        """The one control or user-defined token spelled `text` (or `▁text`, as SentencePiece vocabularies
+        store some), else None: a spelling the tokenizer splits, or reads as ordinary text, is not a
+        special token of this model."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        for spelling in (text, "▁" + text):
+            ids = self.llm.tokenize(spelling.encode(), add_bos=False, special=True)
+            if len(ids) == 1 and llama_cpp.llama_vocab_get_attr(vocab, ids[0]) & special:
+                return ids[0]
+        return None
 
     def tokenize(self, text: str) -> list[int]:
-        """BOS and the text's tokens; the FIM sentinels (hindsight/engine/fim.py), which only the prompt builder
-        writes, as their special tokens."""
-        parts = SENTINEL_SPLIT.split(text)
+        """BOS and the text's tokens; the profile's special tokens (which only the prompt's template writes,
+        hindsight/engine/profiles.py) as their special tokens."""
+        parts = self._special_split.split(text) if self._special_split else [text]
         ids = self.llm.tokenize(parts[0].encode("utf-8"), add_bos=True, special=False)
         for i in range(1, len(parts), 2):
-            special = self._sentinels.get(parts[i])
+            special = self._specials.get(parts[i])
             rest = parts[i + 1] if special is not None else parts[i] + parts[i + 1]
             ids += [special] if special is not None else []
             ids += self.llm.tokenize(rest.encode("utf-8"), add_bos=False, special=False) if rest else []

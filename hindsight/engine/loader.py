@@ -11,16 +11,24 @@ Messages go through `notices`: any object with `tell(message, level, key=None)` 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hindsight.engine.backend import BackendError
 from hindsight.engine.http_backend import HttpBackend
 from hindsight.engine.llama_backend import LlamaBackend, adapter_name
 from hindsight.engine.model import check_model, is_verified, record_verified, resolve_model
-from hindsight.options import Options
-from hindsight.engine.model import gguf_sha256
-from hindsight.engine.model import check_adapter
+from hindsight.engine.model import check_adapter, gguf_sha256
 from hindsight.engine.adapters import RegistryError, adapters_dir, current_adapter, current_name
+from hindsight.engine.profiles import Profile, ProfileError, from_template
+from hindsight.options import Options
+
+
+def api_key(options: Options) -> str | None:
+    """The model server's API key: `apiKey`, else the environment variable `apiKeyEnv` names."""
+    if options.api_key:
+        return options.api_key
+    return os.environ.get(options.api_key_env) or None if options.api_key_env else None
 
 
 def stat_key(path: Path) -> tuple:
@@ -45,8 +53,9 @@ class ModelLoader:
         """The backend the options name, with the promoted adapter when there is a good one. BackendError
         (one line) when there is no model to serve."""
         opts = self.options
-        if opts.backend == "http":
-            return HttpBackend(opts.base_url, model=opts.model, api_key=opts.api_key)
+        if opts.backend != "embedded":
+            return HttpBackend(opts.base_url, model=opts.model.name, api_key=api_key(opts), timeout_s=opts.timeout_s,
+                               profile=self.profile())
         model_path = self.checked_model()
         return self.load_files(model_path, self.find_adapter(model_path))
 
@@ -78,7 +87,7 @@ class ModelLoader:
     def checked_model(self) -> Path:
         """The model file to serve, once llama.cpp has test-loaded it in a child process. BackendError
         with one line when it cannot be served."""
-        model_path = resolve_model(self.options.model)
+        model_path = resolve_model(self.options.model.path)
         key = stat_key(model_path)
         if key not in self._model_checks:
             self._model_checks[key] = check_model(model_path)
@@ -89,7 +98,8 @@ class ModelLoader:
     def load_files(self, model_path: Path, adapter: Path | None) -> LlamaBackend:
         """The llama.cpp backend for checked files; an adapter it cannot apply after all is dropped."""
         opts = self.options
-        kwargs = dict(n_ctx=opts.n_ctx, n_threads=opts.n_threads, kv_reuse=opts.completion.kv_reuse)
+        kwargs = dict(n_ctx=opts.n_ctx, n_threads=opts.n_threads, kv_reuse=opts.completion.kv_reuse,
+                      profile=self.profile(), stop=opts.model.stop)
         try:
             backend = LlamaBackend(model_path, lora_path=adapter, **kwargs)
         except BackendError as exc:
@@ -100,6 +110,14 @@ class ModelLoader:
         self.adapter = adapter_name(backend.lora_path) if backend.lora_path else None
         self._loaded = (stat_key(model_path), stat_key(backend.lora_path) if backend.lora_path else None)
         return backend
+
+    def profile(self) -> Profile | None:
+        """The profile `model.template` names; None: the model's vocabulary (or a server model's name)
+        decides. BackendError for a template that cannot make a prompt."""
+        try:
+            return from_template(self.options.model.template)
+        except ProfileError as exc:
+            raise BackendError(str(exc)) from None
 
     def find_adapter(self, model_path: Path) -> Path | None:
         """The promoted LoRA adapter for this model file (`promoted_adapter`), or None, and the user is

@@ -1,16 +1,19 @@
 """Prompt assembly under a token budget, laid out so that typing at the cursor keeps the cached prefix.
 
-Layout: ``[context snippets][header: the file path][prefix window]``. The base model has no fill-in-the-middle
-tokens, so the prompt is prefix-only and the suffix is used in post-processing. With an adapter trained
-for it (`fim=True`, hindsight/engine/fim.py) the suffix window goes before the header, between two sentinels:
-``[context][SUFFIX][suffix window][MIDDLE][header][prefix window]``.
+The parts are the cross-file context, the file's header (its path), the window of the document before
+the cursor and, for a model that fills in the middle, a window of the document after it; the model's
+profile (hindsight/engine/profiles.py) says in which order and between which tokens. Prefix-only
+(the embedded Gemma 3): ``[context snippets][header][prefix window]``; Qwen2.5-Coder:
+``[repo line][context files][<|file_sep|>path]<|fim_prefix|>[prefix window]<|fim_suffix|>[suffix
+window]<|fim_middle|>``.
 
 KV reuse is what makes completion fast: llama.cpp keeps the evaluated tokens and only the part of the new
 prompt after the longest common prefix is evaluated again. Anything that moves the start of the prompt
 throws that away. So the prefix window does not slide line by line: its first line is snapped to a
 multiple of `anchor_lines`, and moves only when the text above the cursor no longer fits the budget
 (then it jumps forward by a whole step). The header and context are rendered in a fixed order and only
-change when the file or the context does.
+change when the file or the context does. Where the profile puts the suffix after the prefix, the
+suffix window (at most `suffix_tokens`, cut at a line end) is evaluated again at each keystroke.
 """
 
 from __future__ import annotations
@@ -18,21 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hindsight.engine.fim import SUFFIX_TOKENS, clean, layout, suffix_window
+from hindsight.engine.fim import SUFFIX_TOKENS, suffix_window
+from hindsight.engine.profiles import BY_NAME, Profile
 from hindsight.request import Snippet
-from hindsight.syntax import TABLE
-
-COMMENT = {language.name: language.comment for language in TABLE}  # '#' for any other
-
-
-def header(path: str, language: str | None) -> str:
-    """The prompt's first line about the file: its path, as a comment of its language."""
-    return f"{COMMENT.get(language or '', '#')} {path}\n" if path else ""
-
-
-def block(snippet: Snippet, language: str | None) -> str:
-    """A context snippet as the prompt holds it: where it came from, as a comment, then its text."""
-    return f"{COMMENT.get(language or '', '#')} {snippet.source}\n{snippet.text.rstrip()}\n\n"
 
 
 @dataclass
@@ -44,6 +35,8 @@ class Prompt:
     suffix: str  # the document after the cursor (not in the prompt; used in post-processing)
     window_start_line: int
     tokens: int  # estimated prompt tokens
+    profile: str = "none"  # the model profile that laid it out
+    suffix_window: str = ""  # the part of `suffix` in the prompt (a FIM profile's)
 
 
 @dataclass
@@ -52,6 +45,7 @@ class PromptBudget:
     context_tokens: int = 512
     suffix_chars: int = 4000  # kept for post-processing and storage
     anchor_lines: int = 32
+    suffix_tokens: int = SUFFIX_TOKENS  # the suffix window in a FIM prompt
 
 
 @dataclass
@@ -72,10 +66,11 @@ class _LineTokens:
 
 
 class PromptBuilder:
-    def __init__(self, count_tokens: Callable[[str], int], budget: PromptBudget | None = None, fim: bool = False):
+    def __init__(self, count_tokens: Callable[[str], int], budget: PromptBudget | None = None,
+                 profile: Profile | None = None):
         self.count_tokens = count_tokens
         self.budget = budget or PromptBudget()
-        self.fim = fim
+        self.profile = profile or BY_NAME["none"]
         self._line_tokens = _LineTokens(count_tokens)
         self._block_tokens = _LineTokens(count_tokens)  # the context is kept while typing: so are its blocks
 
@@ -104,6 +99,7 @@ class PromptBuilder:
         language: str | None = None,
         context: list[Snippet] | None = None,
         lines: list[str] | None = None,
+        repo: str = "",
     ) -> Prompt:
         lines = text.split("\n") if lines is None else lines
         line = min(max(line, 0), len(lines) - 1)
@@ -121,12 +117,13 @@ class PromptBuilder:
             size += len(rest) + 1
         suffix = "\n".join(suffix_parts)[: self.budget.suffix_chars]
 
-        head = header(path, language)
+        profile = self.profile
+        head = profile.file_header(path, language)
         snippets: list[Snippet] = []
         blocks: list[str] = []
         used = 0
         for snip in context or []:  # best first: the best that fit the budget
-            piece = block(snip, language)
+            piece = profile.snippet(snip.source, snip.text, language)
             cost = self._block_tokens(piece) - 1
             if used + cost > self.budget.context_tokens:
                 continue
@@ -136,12 +133,11 @@ class PromptBuilder:
         rendered = "".join(reversed(blocks))  # the best nearest the code, where a small model looks most
         tokens = used + self.count_tokens(head) + sum(self._line_tokens(l) for l in lines[start:line])
         tokens += self._line_tokens(cursor_prefix)
-        if self.fim:
-            window = suffix_window(clean(suffix), lambda l: self._line_tokens(l) - 1, SUFFIX_TOKENS)
-            full = layout(clean(rendered), window, clean(head + prefix))
-            tokens += self.count_tokens(window) + 2
-        else:
-            full = rendered + head + prefix
+        window = ""
+        if profile.fim:
+            window = suffix_window(suffix, lambda l: self._line_tokens(l) - 1, self.budget.suffix_tokens)
+            tokens += self.count_tokens(window) + 3
+        full = profile.render(context=rendered, file=head, prefix=prefix, suffix=window, repo=repo)
         return Prompt(
             text=full,
             header=head,
@@ -150,4 +146,6 @@ class PromptBuilder:
             suffix=suffix,
             window_start_line=start,
             tokens=tokens,
+            profile=profile.name,
+            suffix_window=window,
         )

@@ -5,9 +5,10 @@ runs them too); this is the command: which sets, how many tasks, which prompt fo
 The multi-line (4,782 tasks) and random-span (1,640) sets are sampled, 300 tasks each (seed 0), unless
 `--sample` says otherwise.
 
-`--mode prefix` prompts with the text before the cursor (the base model's format); `--mode fim` with the
-fill-in-the-middle format an adapter from `hindsight train-fim` was trained on (hindsight/engine/fim.py), which the
-adapter's manifest declares (the default follows it).
+The prompt format is the model's profile (hindsight/engine/profiles.py): what its vocabulary says, or
+for the embedded Gemma the format its adapter's manifest declares. `--mode prefix` prompts any model
+with the text before the cursor only; `--mode fim` with the model's fill-in-the-middle format (the one
+`hindsight train-fim` teaches the embedded Gemma, for a model that has none).
 
 Run:
 
@@ -29,9 +30,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hindsight.engine.engine import EngineConfig
-from hindsight.engine.fim import FORMAT, declared_format
 from hindsight.engine.llama_backend import LlamaBackend
 from hindsight.engine.model import resolve_model
+from hindsight.engine.profiles import named
 from hindsight.errors import UsageError
 from hindsight.refresh.infill import Report, load_tasks, pick, run
 
@@ -61,12 +62,16 @@ def main(*, which: str, mode: str | None, adapter: Path | None, limit: int | Non
         raise UsageError("--limit and --sample must be at least 1")
     if adapter is not None and not adapter.is_file():
         raise UsageError(f"no adapter at {adapter}")
-    mode = mode or ("fim" if declared_format(adapter) == FORMAT else "prefix")
-    config = EngineConfig(fim=mode == "fim")
+    config = EngineConfig()
     if min_token_prob is not None:
         config.min_token_prob = min_token_prob
     sets = SETS if which == "all" else (which,)
-    backend = LlamaBackend(resolve_model(model), lora_path=adapter)
+    # By default the profile the model's vocabulary (or its adapter) points to; --mode prefix: prefix-only
+    # prompts for any model; --mode fim: the model's FIM format, the embedded Gemma's for a model without.
+    backend = LlamaBackend(resolve_model(model), lora_path=adapter, profile=named("none") if mode == "prefix" else None)
+    if mode == "fim" and not backend.profile.fim:
+        backend = LlamaBackend(resolve_model(model), lora_path=adapter, profile=named("gemma-fim"))
+    mode = "fim" if backend.profile.fim else "prefix"
     out: dict = {"mode": mode, "adapter": str(adapter) if adapter else None}
     for name in sets:
         tasks = pick(load_tasks(name)[:limit], sample if sample else SAMPLE.get(name))

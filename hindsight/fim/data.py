@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from hindsight.engine.prompt import block
+from hindsight.engine.profiles import BY_NAME
 from hindsight.errors import UsageError
 from hindsight.retrieval.context import retrieve
 from hindsight.retrieval.workspace import WorkspaceIndex, read_source
@@ -654,7 +654,7 @@ def context_for(index, f: SourceFile, prefix: str, suffix: str, budget: int = CO
     index.update(f.rel, document)
     picked, used = [], 0
     for snippet in retrieve(index, f.rel, document, line, character):
-        text = block(snippet, f.language)  # as hindsight.engine.prompt.PromptBuilder renders it
+        text = BY_NAME["gemma-fim"].snippet(snippet.source, snippet.text, f.language)  # as the engine renders it
         if used + len(text) > budget:
             continue
         used += len(text)

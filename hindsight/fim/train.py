@@ -33,7 +33,7 @@ from typing import Callable
 from hindsight.engine.engine import heal_split
 from hindsight.engine.fim import FORMAT, MIDDLE, SUFFIX, clean, suffix_window
 from hindsight.engine.model import file_sha256, gguf_sha256, resolve_model
-from hindsight.engine.prompt import header
+from hindsight.engine.profiles import BY_NAME
 from hindsight.errors import UsageError
 from hindsight.refresh.base import load_base
 from hindsight.refresh.dpo import TARGETS, lora_state
@@ -109,7 +109,7 @@ def encode(tokenizer, example: dict, config: FIMConfig) -> Encoded | None:
     prefix, heal = heal_split(prefix)
     middle = heal + middle
     path = example.get("path") or (example.get("source") or "").split("/", 1)[-1]
-    head = header(path, language)
+    head = BY_NAME["gemma-fim"].file_header(path, language)
 
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

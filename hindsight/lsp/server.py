@@ -198,6 +198,7 @@ class HindsightServer(LanguageServer):
             character=server_pos.character,
             language=normalize_language(doc.language_id, uri),
             path=self.display_path(uri),
+            repo=Path(self.workspace.root_path).name if self.workspace.root_path else "",
             lines=lines,
         )
 

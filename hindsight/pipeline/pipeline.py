@@ -39,7 +39,6 @@ from hindsight.collector.store import open_store
 from hindsight.collector.tracker import OutcomeTracker
 from hindsight.engine.backend import BackendError
 from hindsight.engine.engine import Completion, Engine, EngineConfig, LogprobSummary
-from hindsight.engine.fim import FORMAT, declared_format
 from hindsight.engine.loader import ModelLoader
 from hindsight.engine.prompt import PromptBudget
 from hindsight.gating.features import Cursor, UserState
@@ -156,7 +155,7 @@ class Pipeline:
         self.loop = asyncio.get_running_loop()
         self.options, problems = parse_options(raw_options)
         if self.model_override:
-            self.options.model = self.model_override
+            self.options.model.path = self.model_override
         self.loader = ModelLoader(self.options, self.notices)
         for problem in problems:
             self.notices.tell(f"hindsight: {problem}", "warning", key=problem)
@@ -202,7 +201,6 @@ class Pipeline:
         opts = self.options
         c = opts.completion
         config = EngineConfig(
-            fim=declared_format(getattr(backend, "lora_path", None)) == FORMAT,
             max_tokens_single=c.max_tokens_single,
             max_tokens_multi=c.max_tokens_multi,
             max_lines=c.max_lines,
@@ -216,8 +214,7 @@ class Pipeline:
         )
         self.engine = Engine(backend, config, retriever=self._retrieve)
         log.info("model ready: %s", backend.name)
-        fim = " (fill-in-the-middle prompts)" if config.fim else ""
-        log.info("adapter: %s%s", self.loader.adapter or "none (the base model)", fim)
+        log.info("adapter: %s; prompts: %s", self.loader.adapter or "none (the base model)", self.engine.profile.name)
         return self.engine
 
     async def reload(self) -> list[str]:
@@ -229,7 +226,7 @@ class Pipeline:
     def _reload(self) -> None:
         self.load_gate()
         old = self.engine
-        if old is None or self.options.backend == "http":
+        if old is None or self.options.backend != "embedded":
             self.engine = self.engine_error = None
             self.loader.forget_loaded()
             self.notices.forget("engine")
@@ -456,12 +453,12 @@ class Pipeline:
         return {
             "version": __version__,
             "backend": self.options.backend,
-            "model": engine.backend.name if engine else self.options.model or "embedded",
+            "model": engine.backend.name if engine else self.options.model.path or self.options.model.name or "embedded",
             "modelLoaded": engine is not None,
             "modelError": self.engine_error,
             "adapter": self.loader.adapter,
             "gate": self.policy.version,
-            "promptFormat": ("fim" if engine.config.fim else "prefix") if engine else None,
+            "promptFormat": engine.profile.name if engine else None,
             "database": str(self.store.path) if self.store.path else None,
             "served": self.served,
             "index": None

@@ -42,9 +42,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hindsight.engine.engine import Engine, EngineConfig, heal_split
-from hindsight.engine.fim import SUFFIX_TOKENS, layout, suffix_window
+from hindsight.engine.fim import SUFFIX_TOKENS, suffix_window
 from hindsight.engine.generate import continuation
-from hindsight.engine.prompt import header
+from hindsight.engine.profiles import BY_NAME
 from hindsight.request import CompletionRequest
 
 TIMEOUT_S = 5.0
@@ -201,16 +201,19 @@ def complete_product(engine, task: InfillTask) -> str:
     return engine.complete(request(task)).text
 
 
-def complete_raw(backend, task: InfillTask, fim: bool = False) -> str:
+def complete_raw(backend, task: InfillTask) -> str:
     """The backend's greedy continuation with no engine post-processing: of the text before the cursor
-    (prefix mode), or of the FIM prompt (hindsight/engine/fim.py: suffix window, header, text before the cursor)
-    until the model ends the middle. Cut to as many lines as the masked span has (prefix mode cannot
-    know where to stop; this favours it), at most `MAX_TOKENS_PREFIX_ONLY` tokens for one line and
+    (a prefix-only profile), or of the backend's FIM prompt (hindsight/engine/profiles.py: suffix window,
+    header, text before the cursor) until the model ends the middle. Cut to as many lines as the masked
+    span has (prefix mode cannot know where to stop; this favours it), at most `MAX_TOKENS_PREFIX_ONLY` tokens for one line and
     `MAX_TOKENS_MULTI` for more. The cursor's partial word is healed (a span can begin mid-word) where
     the backend can heal, as the engine does."""
-    head, heal = heal_split(task.prefix) if getattr(backend, "supports_must_start", False) else (task.prefix, "")
-    if fim:
-        head = layout("", suffix_window(task.suffix, backend.count_tokens, SUFFIX_TOKENS), header(PATH, "python") + head)
+    profile = getattr(backend, "profile", None) or BY_NAME["none"]
+    heals = getattr(backend, "supports_must_start", False) and profile.cursor_last
+    head, heal = heal_split(task.prefix) if heals else (task.prefix, "")
+    if profile.fim:
+        window = suffix_window(task.suffix, backend.count_tokens, SUFFIX_TOKENS)
+        head = profile.render(context="", file=profile.file_header(PATH, "python"), prefix=head, suffix=window)
     lines = task.middle.count("\n") + 1
     max_tokens = MAX_TOKENS_PREFIX_ONLY if lines == 1 else MAX_TOKENS_MULTI
     return continuation(backend, head, heal, max_tokens=max_tokens, lines=lines) or ""
@@ -247,12 +250,11 @@ def run(
     tasks: list[InfillTask], backend, *, progress=None, workers: int = 2, config: EngineConfig | None = None,
     product: bool = True, raw: bool = True,
 ) -> Report:
-    """The product (`Engine.complete`, with `config`: its `fim` picks the prompt format) and the raw
-    model (`complete_raw`, in the same format) on every task; either can be left out (its figures are
+    """The product (`Engine.complete`, with `config`) and the raw model (`complete_raw`, in the backend's
+    prompt format) on every task; either can be left out (its figures are
     then 0). Tasks of one problem go through one system, then the other, so that consecutive prompts
     share their beginning and the backend's KV cache is reused."""
     engine = Engine(backend, config)
-    fim = engine.config.fim
     start = time.perf_counter()
     results: list[TaskResult] = []
     by_problem: dict[str, list[InfillTask]] = {}
@@ -261,7 +263,7 @@ def run(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for group in by_problem.values():
             product_texts = [complete_product(engine, t) if product else "" for t in group]
-            raw_texts = [complete_raw(backend, t, fim) if raw else "" for t in group]
+            raw_texts = [complete_raw(backend, t) if raw else "" for t in group]
             for task, a, b in zip(group, product_texts, raw_texts):
                 result = TaskResult(task.task_id, task.middle, a, b)
                 result.passed = pool.submit(execute, task.program(a)) if product else _not_run()
