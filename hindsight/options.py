@@ -125,7 +125,7 @@ def _parse(cls: type, raw: Any, path: str, problems: list[str]):
             setattr(obj, name, _parse(hint, value, where, problems))
         elif not _check(value, hint):
             problems.append(f"option {where} has the wrong type ({type(value).__name__}); using the default")
-        elif (name, value) in RENAMED:
+        elif isinstance(value, str) and (name, value) in RENAMED:
             problems.append(f"option {where}: {value!r} is now called {RENAMED[name, value]!r}")
             setattr(obj, name, RENAMED[name, value])
         elif name in CHOICES and value not in CHOICES[name]:

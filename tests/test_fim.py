@@ -54,8 +54,9 @@ def tokenizer(model_path):
 @pytest.fixture(scope="module")
 def backend(model_path):
     from hindsight.engine.llama_backend import LlamaBackend
+    from hindsight.engine.profiles import named
 
-    return LlamaBackend(model_path, n_ctx=1024)
+    return LlamaBackend(model_path, n_ctx=1024, profile=named("gemma-fim"))  # as with an adapter trained for it
 
 
 def test_sentinels_are_single_tokens_in_both_tokenizers_and_user_text_cannot_make_them(tokenizer, backend):
@@ -86,7 +87,7 @@ def test_training_examples_are_the_tokens_the_engine_prompts(tokenizer, backend)
     for doc, middle in [(DOC, MIDDLE_TEXT), (DOC, "circle_area(2.0))"), (DOC, "area\n")]:
         ex = example(doc, middle)
         encoded = encode(tokenizer, ex, FIMConfig())
-        engine = Engine(backend, EngineConfig(fim=True))
+        engine = Engine(backend, EngineConfig())
         text = ex["prefix"] + ex["suffix"]
         line = ex["prefix"].count("\n")
         character = len(ex["prefix"]) - ex["prefix"].rfind("\n") - 1
@@ -181,7 +182,7 @@ async def test_the_server_prompts_in_the_format_its_adapter_declares(tmp_path, m
                             base_gguf=model_path)
     promote(write_version(tmp_path / "adapters", adapter, {"base_sha256": gguf_sha256(model_path), "prompt_format": FORMAT}))
     answers, status, logged, messages, _ = await _serve(tmp_path, model_path)
-    assert status["promptFormat"] == "fim" and status["adapter"]
+    assert status["promptFormat"] == "gemma-fim" and status["adapter"]
     assert SUFFIX in logged[0]["prompt"] and MIDDLE in logged[0]["prompt"]
 
 

@@ -16,7 +16,9 @@ from hindsight.engine.engine import Engine, EngineConfig
 from hindsight.engine.fim import MIDDLE, SUFFIX, layout
 from hindsight.engine.llama_backend import LlamaBackend
 from hindsight.engine.profiles import BY_NAME, ProfileError, custom, from_template, guess, instruct_reason, named
+from hindsight.engine.loader import api_key
 from hindsight.engine.prompt import PromptBudget, PromptBuilder
+from hindsight.options import parse_options
 from hindsight.request import CompletionRequest, Snippet
 
 DOC = "import util\n\ndef main():\n    x = \n    return x\n"
@@ -206,3 +208,23 @@ def test_an_instruct_model_is_refused_unless_a_template_is_named():
     with pytest.raises(BackendError, match="instruct model.*completion needs a base model"):
         LlamaBackend(path, n_ctx=512, n_threads=1)
     assert LlamaBackend(path, n_ctx=512, n_threads=1, profile=named("deepseek-coder")).profile.name == "deepseek-coder"
+
+
+# -- the model options -------------------------------------------------------------------------------------
+
+
+def test_model_options(monkeypatch):
+    options, problems = parse_options({"model": "/models/a.gguf"})  # the short form: a path
+    assert options.model.path == "/models/a.gguf" and not problems
+    options, problems = parse_options({"backend": "ollama", "model": {"name": "qwen2.5-coder:1.5b-base",
+                                       "template": "qwen2.5-coder", "stop": ["\n\n"]}})
+    assert (options.backend, options.model.name, options.model.template, options.model.stop) == (
+        "ollama", "qwen2.5-coder:1.5b-base", "qwen2.5-coder", ["\n\n"]) and not problems
+    options, problems = parse_options({"backend": "http"})
+    assert options.backend == "openai" and problems == ["option backend: 'http' is now called 'openai'"]
+    options, problems = parse_options({"backend": "vllm"})
+    assert options.backend == "embedded" and "must be one of" in problems[0]
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    assert api_key(parse_options({"apiKeyEnv": "MY_KEY"})[0]) == "sk-test"
+    assert api_key(parse_options({"apiKey": "a", "apiKeyEnv": "MY_KEY"})[0]) == "a"
+    assert api_key(parse_options({"apiKeyEnv": "UNSET_KEY_NAME"})[0]) is None

@@ -14,9 +14,11 @@ from rich.progress import Progress
 from hindsight.cli.common import command, json_option, model_option
 from hindsight.cli.output import print_result
 from hindsight.engine.engine import Engine
-from hindsight.engine.http_backend import HttpBackend
+from hindsight.engine.backend import BackendError
 from hindsight.engine.llama_backend import LlamaBackend
 from hindsight.engine.model import resolve_model
+from hindsight.engine.profiles import ProfileError, from_template
+from hindsight.engine.servers import KINDS, connect
 from hindsight.errors import UsageError
 from hindsight.lsp.server import server
 from hindsight.paths import data_dir
@@ -71,10 +73,14 @@ def read_source(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> str:
 @click.argument("location")
 @json_option
 @model_option
-@click.option("--backend", type=click.Choice(["embedded", "http"]), default="embedded",
-              help="the model in process, or an OpenAI-compatible server at --base-url")
-@click.option("--base-url", default="http://127.0.0.1:8080", help="the server for --backend http")
-def complete(location: str, as_json: bool, model: str | None, backend: str, base_url: str) -> None:
+@click.option("--backend", type=click.Choice(["embedded", *KINDS, "http"]), default="embedded",
+              help="the model in process, or a model server at --base-url ('http' is the older name of 'openai')")
+@click.option("--base-url", default="http://127.0.0.1:8080", help="the model server")
+@click.option("--model-name", help="the model's name on the server")
+@click.option("--template", help="how to prompt the model: a profile's name or a template with {prefix} "
+              "[default: what the model's vocabulary (a served model's name) says]")
+def complete(location: str, as_json: bool, model: str | None, backend: str, base_url: str,
+             model_name: str | None, template: str | None) -> None:
     path, line, col = parse_location(location)
     text = read_source(path)
     lines = text.split("\n")
@@ -82,7 +88,18 @@ def complete(location: str, as_json: bool, model: str | None, backend: str, base
         raise UsageError(f"{path} has {len(lines)} lines; line {line + 1} is past the end")
     if col > len(lines[line]):
         raise UsageError(f"line {line + 1} has {len(lines[line])} characters; column {col + 1} is past its end + 1")
-    engine = Engine(HttpBackend(base_url) if backend == "http" else LlamaBackend(resolve_model(model)))
+    try:
+        profile = from_template(template)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    if backend == "embedded":
+        engine = Engine(LlamaBackend(resolve_model(model), profile=profile))
+    else:
+        try:
+            engine = Engine(connect("openai" if backend == "http" else backend, base_url, model=model_name,
+                                    profile=profile))
+        except BackendError as exc:
+            raise UsageError(str(exc)) from None
     req = CompletionRequest(
         uri=path.resolve().as_uri(),
         text=text,
@@ -95,7 +112,13 @@ def complete(location: str, as_json: bool, model: str | None, backend: str, base
     result = engine.complete(req)
     timings = {k: round(v, 2) for k, v in result.timings_ms.items()}
     if as_json:
-        print(json.dumps({"id": req.request_id, "text": result.text, "timings_ms": timings}))
+        print(json.dumps({
+            "id": req.request_id,
+            "text": result.text,
+            "timings_ms": timings,
+            "profile": engine.profile.describe(),
+            "prompt": result.prompt.text if result.prompt else None,  # exactly what the model was given
+        }))
     else:
         print(result.text)
         print("  ".join(f"{k}={v:.1f}" for k, v in timings.items()), file=sys.stderr)

@@ -1,7 +1,7 @@
 """The backend contract: something that turns a prompt into a greedy stream of tokens.
 
-Two backends implement it: `hindsight.engine.llama_backend.LlamaBackend` (the embedded model, in process) and
-`hindsight.engine.http_backend.HttpBackend` (an OpenAI-compatible `/v1/completions` server). The engine owns
+`hindsight.engine.llama_backend.LlamaBackend` implements it for the embedded model, in process, and
+hindsight/engine/servers.py for model servers (llama-server, Ollama, OpenAI-style). The engine owns
 prompt assembly, stop rules and post-processing; a backend only streams tokens and says how much of the
 prompt it could reuse from its cache.
 """

@@ -194,6 +194,8 @@ class Engine:
         extra: dict = {"must_start": heal} if heal else {}
         if first_rank:
             extra["first_rank"] = first_rank
+        if getattr(self.backend, "wants_parts", False):  # a server that lays out the prompt itself
+            extra["parts"] = prompt
         min_logprob = math.log(self.config.min_token_prob) if self.config.min_token_prob > 0 else -math.inf
         raw = ""
         spans: list[tuple[int, int, float]] = []  # (start, end) in the text after `heal`, and log-prob

@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 
 from hindsight.engine.backend import BackendError
-from hindsight.engine.http_backend import HttpBackend
 from hindsight.engine.llama_backend import LlamaBackend, adapter_name
 from hindsight.engine.model import check_model, is_verified, record_verified, resolve_model
 from hindsight.engine.model import check_adapter, gguf_sha256
 from hindsight.engine.adapters import RegistryError, adapters_dir, current_adapter, current_name
 from hindsight.engine.profiles import Profile, ProfileError, from_template
+from hindsight.engine.servers import connect
 from hindsight.options import Options
 
 
@@ -54,8 +54,8 @@ class ModelLoader:
         (one line) when there is no model to serve."""
         opts = self.options
         if opts.backend != "embedded":
-            return HttpBackend(opts.base_url, model=opts.model.name, api_key=api_key(opts), timeout_s=opts.timeout_s,
-                               profile=self.profile())
+            return connect(opts.backend, opts.base_url, model=opts.model.name, api_key=api_key(opts),
+                           timeout_s=opts.timeout_s, profile=self.profile())
         model_path = self.checked_model()
         return self.load_files(model_path, self.find_adapter(model_path))
 

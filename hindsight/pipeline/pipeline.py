@@ -353,6 +353,9 @@ class Pipeline:
         except Exception as exc:  # a bug must not take the server down
             log.exception("completion failed")
             return None, [], f"{type(exc).__name__}: {exc}"
+        finally:
+            for limit in getattr(engine.backend, "limits", ()):  # what a model server cannot do, said once
+                self.notices.tell(f"hindsight: {limit}", "warning", key=f"limit:{limit}")
         completion.timings_ms["queue_ms"] = queued
         return completion, alternatives, None
 

@@ -1,4 +1,4 @@
-"""HttpBackend against a real llama-cpp-python server (`python -m llama_cpp.server`) running the embedded
+"""OpenAIBackend against a real llama-cpp-python server (`python -m llama_cpp.server`) running the embedded
 model on a loopback port. No mocks: the server, the model and the sockets are real."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hindsight.engine.backend import BackendError, GenerationStats
-from hindsight.engine.http_backend import HttpBackend
+from hindsight.engine.servers import OpenAIBackend
 
 pytestmark = pytest.mark.slow
 
@@ -96,8 +96,8 @@ def server(model_path, tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def backend(server) -> HttpBackend:
-    return HttpBackend(server, api_key=API_KEY, timeout_s=30)
+def backend(server) -> OpenAIBackend:
+    return OpenAIBackend(server, api_key=API_KEY, timeout_s=30)
 
 
 def _closed_port_url() -> str:
@@ -109,8 +109,8 @@ def _never() -> bool:
 
 
 def test_name_and_estimate():
-    b = HttpBackend("http://127.0.0.1:8080/")
-    assert b.name == "http:http://127.0.0.1:8080"
+    b = OpenAIBackend("http://127.0.0.1:8080/")
+    assert b.name == "openai:http://127.0.0.1:8080"
     assert b.count_tokens("") == 0
     assert b.count_tokens("abc") == 1
     assert b.count_tokens("x" * 32) == 10
@@ -169,22 +169,21 @@ def test_closing_the_generator_early_then_next_request_succeeds(backend):
 
 
 def test_check_lists_the_model(backend, model_path):
-    models = backend.check()
-    assert models and any(model_path.name in m for m in models)
+    assert model_path.name in backend.check()
 
 
 def test_named_model_is_accepted(server, backend):
-    named = HttpBackend(server, model=backend.check()[0], api_key=API_KEY)
+    named = OpenAIBackend(server, model=backend.check().split(", ")[0], api_key=API_KEY)
     assert list(named.generate(PROMPT, max_tokens=2, stats=GenerationStats(), cancelled=_never))
 
 
 def test_base_url_with_v1_suffix(server):
-    b = HttpBackend(server + "/v1/", api_key=API_KEY)
+    b = OpenAIBackend(server + "/v1/", api_key=API_KEY)
     assert b.check()
 
 
 def test_wrong_api_key_is_a_clear_error(server):
-    b = HttpBackend(server, api_key="wrong")
+    b = OpenAIBackend(server, api_key="wrong")
     for call in (b.check, lambda: list(b.generate(PROMPT, max_tokens=2, stats=GenerationStats(), cancelled=_never))):
         with pytest.raises(BackendError) as info:
             call()
@@ -205,7 +204,7 @@ def test_prompt_beyond_the_server_context_is_a_clear_error(backend, server):
 @pytest.mark.parametrize("call", ["generate", "check"])
 def test_unreachable_server_fails_fast_with_one_line(call):
     url = _closed_port_url()
-    b = HttpBackend(url, timeout_s=2)
+    b = OpenAIBackend(url, timeout_s=2)
     start = time.perf_counter()
     with pytest.raises(BackendError) as info:
         if call == "generate":
@@ -223,7 +222,7 @@ def test_server_without_logits_all_falls_back_to_zero_logprobs(model_path, tmp_p
     the backend retries without them and keeps going with logprob 0.0."""
     proc, url = _start_server(model_path, tmp_path / "llama_server.log", "--logits_all", "false")
     try:
-        b = HttpBackend(url)
+        b = OpenAIBackend(url)
         for _ in range(2):
             tokens = list(b.generate(PROMPT, max_tokens=4, stats=GenerationStats(), cancelled=_never))
             assert tokens and "".join(t.text for t in tokens).strip()
