@@ -27,7 +27,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "hindsight"
 ROOT = "hindsight"  # the unit of hindsight/__init__.py and hindsight/__main__.py
 
-FOUNDATIONS = {"paths", "request", "errors", "syntax"}
+FOUNDATIONS = {"paths", "request", "errors", "syntax", "redact"}
 
 # unit → the units it may import. Lowest layer first.
 ALLOWED: dict[str, set[str]] = {
@@ -38,6 +38,8 @@ ALLOWED: dict[str, set[str]] = {
     "request": set(),
     "errors": set(),
     "syntax": set(),
+    # Secret redaction: before anything is stored (collector) or sent to a model server (engine).
+    "redact": set(),
     # The server's initializationOptions name languages (syntax) and report bad options (errors).
     "options": {"syntax", "errors"},
     # One versioned-artefact store (models, gates, adapters): files under the data dir.

@@ -4,7 +4,7 @@ One real server session (a user's first: a fresh data directory, the embedded mo
 stdio, a workspace, a completion through the model, `hindsight.status`, shutdown) runs with a clean
 environment and a umask of 022, under `strace` inside a network namespace of its own (`unshare -n`) when
 both are there. Its system calls show whether anything tried to reach the network; its files show their
-modes. The redaction tests run `hindsight.collector.redact` on the corpus of hindsight/evaluation/redact_corpus.py, the
+modes. The redaction tests run `hindsight.redact` on the corpus of hindsight/evaluation/redact_corpus.py, the
 numbers `hindsight bench redact` reports.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from hindsight.collector.redact import redact
+from hindsight.redact import redact
 from conftest import WORKSPACE
 from hindsight.evaluation.bench_redact import false_positives, recall
 from hindsight.evaluation.redact_corpus import positives

@@ -1,11 +1,11 @@
-"""hindsight.collector.redact: each kind of secret is caught, obvious non-secrets are left alone, idempotent.
+"""hindsight.redact: each kind of secret is caught, obvious non-secrets are left alone, idempotent.
 
 Fake secrets are assembled from pieces so that no secret scanner mistakes this file for a leak.
 """
 
 import pytest
 
-from hindsight.collector.redact import redact, redact_obj
+from hindsight.redact import redact, redact_obj
 
 BODY36 = "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3gH5"  # 36 alphanumerics
 AWS_KEY_ID = "AKIA" + "IOSFODNN7" + "EXAMPLE"

@@ -153,9 +153,10 @@ def test_a_known_fim_model_gets_hindsights_prompt_raw(stub):
 
 def test_an_unknown_model_gets_prompt_and_suffix_for_ollamas_own_template(stub):
     backend = OllamaBackend(stub.url, model="mycoder:latest")
-    Engine(backend, EngineConfig(min_token_prob=0)).complete(request())
+    Engine(backend, EngineConfig(min_token_prob=0)).complete(request(context=[Snippet("lib/u.py:1", "X = 1")]))
     body = stub.seen[-1][1]
-    assert "raw" not in body and body["prompt"].endswith("def main():\n    x = ") and body["suffix"] == "\n    return x\n"
+    assert "raw" not in body and body["suffix"] == "\n    return x\n"
+    assert body["prompt"] == "# lib/u.py:1\nX = 1\n\n# app.py\nimport util\n\ndef main():\n    x = "
 
 
 def test_alternatives_from_the_first_tokens_top_logprobs(stub):
@@ -220,3 +221,13 @@ def test_failures_are_one_line_and_never_hang(stub, kind, model, behaviour, mess
         list(backend.generate("x", max_tokens=4, stats=GenerationStats(), cancelled=never))
     assert time.perf_counter() - start < 4
     assert message in str(info.value) and "\n" not in str(info.value) and stub.url in str(info.value)
+
+
+def test_secrets_are_redacted_before_anything_is_sent(stub):
+    doc = 'API_KEY = "sk-proj-8fJ3kLm2Qx9ZtR4vWn7YbC1dE6gH0iKaBcDeFgHiJkLmNoPqRsTu"\n\ndef main():\n    x = \n'
+    snippet = Snippet("lib/conf.py:1", 'password = "hunter2-Kx8#mQ2$vL9"')
+    for backend in (OllamaBackend(stub.url, model="qwen2.5-coder:1.5b-base"), OllamaBackend(stub.url, model="mycoder")):
+        Engine(backend, EngineConfig(min_token_prob=0)).complete(CompletionRequest(
+            uri="file:///w/app.py", text=doc, line=3, character=8, language="python", path="app.py", context=[snippet]))
+        sent = json.dumps(stub.seen[-1][1])
+        assert "sk-proj-8fJ3" not in sent and "hunter2" not in sent and "redacted" in sent

@@ -57,7 +57,7 @@ import sqlite_utils
 
 from hindsight.collector import migrations
 from hindsight.collector.reader import ACCEPTED, PARTIAL, REJECTED, SHOWN, SHOWN_ONCE
-from hindsight.collector.redact import redact, redact_obj
+from hindsight.redact import redact, redact_obj
 from hindsight.errors import HindsightError
 from hindsight.paths import db_path, ensure_private_dir
 

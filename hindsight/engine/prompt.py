@@ -37,6 +37,7 @@ class Prompt:
     tokens: int  # estimated prompt tokens
     profile: str = "none"  # the model profile that laid it out
     suffix_window: str = ""  # the part of `suffix` in the prompt (a FIM profile's)
+    language: str | None = None
 
 
 @dataclass
@@ -148,4 +149,5 @@ class PromptBuilder:
             tokens=tokens,
             profile=profile.name,
             suffix_window=window,
+            language=language,
         )

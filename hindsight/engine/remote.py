@@ -7,6 +7,8 @@ or closes the generator the socket is shut down at once; every server here notic
 stops that request, and only that one (llama-server and Ollama run requests side by side; see the
 README for `python -m llama_cpp.server`, which by default ends the request in flight when another comes).
 
+Secrets in the user's code are redacted from every request before it is sent (hindsight/redact.py).
+
 A kind says where and what to send (`_request`) and how to read one event (`_read`); the loop here turns
 events into tokens, stops at `max_tokens` (a server that ignores it is stopped by closing the socket),
 and turns every failure into one BackendError line that names the server: unreachable, timed out, an
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit
 
 from hindsight.engine.backend import BackendError, GenerationStats, Token
 from hindsight.engine.profiles import BY_NAME, Profile, guess
+from hindsight.redact import redact
 
 CHARS_PER_TOKEN = 3.2  # the estimate where a server has no tokenizer endpoint
 _MAX_ERROR_BODY = 64 * 1024
@@ -58,6 +61,18 @@ class Chunk:
     logprob: float | None = None
     top: list[tuple[str, float]] = field(default_factory=list)
     done: bool = False
+
+
+SENT_TEXT = ("prompt", "input_prefix", "input_suffix", "suffix")  # the request fields that hold the user's code
+
+
+def _redacted(body: dict) -> dict:
+    """The request body with secrets taken out of the user's code (hindsight/redact.py): nothing secret
+    leaves the machine, even for a server on another one."""
+    body = {k: redact(v) if k in SENT_TEXT and isinstance(v, str) else v for k, v in body.items()}
+    if isinstance(body.get("input_extra"), list):
+        body["input_extra"] = [{**c, "text": redact(c.get("text", ""))} for c in body["input_extra"]]
+    return body
 
 
 class EmptyStream(Exception):
@@ -203,6 +218,7 @@ class RemoteBackend:
 
     def _chunks(self, prompt, parts, max_tokens, stats, cancelled, start, *, top: int, after: str) -> Iterator[Chunk]:
         path, body = self._request(prompt, parts, max_tokens, top, after)
+        body = _redacted(body)
         conn = self._connection()
         resp: http.client.HTTPResponse | None = None
         try:

@@ -129,7 +129,11 @@ class OllamaBackend(RemoteBackend):
             body["top_logprobs"] = top
         if self.raw or parts is None:
             return "/api/generate", {**body, "raw": True, "prompt": prompt + after}
-        return "/api/generate", {**body, "prompt": parts.prefix + after, "suffix": parts.suffix[:SUFFIX_CHARS]}
+        # Ollama's template puts `prompt` where the code before the cursor goes: the snippets lead it, as
+        # comments with their paths (the prefix-only profile's format), then the file's header.
+        lead = "".join(self.profile.snippet(s.source, s.text, parts.language) for s in reversed(parts.context))
+        lead = lead + parts.header if lead else ""
+        return "/api/generate", {**body, "prompt": lead + parts.prefix + after, "suffix": parts.suffix[:SUFFIX_CHARS]}
 
     def _read(self, event: dict, stats: GenerationStats) -> Chunk:
         logprob, top = _logprob_list(event.get("logprobs"))

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from typing import TextIO
 
-from hindsight.collector.redact import redact
+from hindsight.redact import redact
 from hindsight.evaluation.redact_corpus import changed_lines, leaks, negative_sets, positives, read
 
 

@@ -8,7 +8,7 @@ that is not a secret (it must survive, like every literal piece of the template)
 
 Negatives are files nobody wrote secrets into: the standard library (its packages, their test packages
 left out, and its single-file modules) and the JavaScript and TypeScript inside the VS Code extension's
-npm packages, with the package lockfiles (integrity hashes) beside them. `hindsight.collector.redact` is measured on both by
+npm packages, with the package lockfiles (integrity hashes) beside them. `hindsight.redact` is measured on both by
 `hindsight bench redact` (hindsight/evaluation/bench_redact.py).
 """
 

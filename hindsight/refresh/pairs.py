@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlparse
 
 from hindsight.collector.reader import LogError, shown_suggestions
-from hindsight.collector.redact import MARK_RE, redact
+from hindsight.redact import MARK_RE, redact
 from hindsight.engine.backend import BackendError
 from hindsight.engine.engine import heal_split
 from hindsight.engine.generate import continuation

@@ -47,8 +47,11 @@ export const SERVER_SETTINGS = [
   'pythonPath',
   'serverCommand',
   'model',
+  'modelName',
+  'modelTemplate',
   'backend',
   'baseUrl',
+  'apiKeyEnv',
   'context.prefixTokens',
   'context.crossFileTokens',
   'gate.threshold',
@@ -57,9 +60,12 @@ export const SERVER_SETTINGS = [
 
 /** Setting name → path in `initializationOptions`. Settings not listed here are for the client only. */
 const OPTION_PATHS: Record<string, string[]> = {
-  model: ['model'],
+  model: ['model', 'path'],
+  modelName: ['model', 'name'],
+  modelTemplate: ['model', 'template'],
   backend: ['backend'],
   baseUrl: ['baseUrl'],
+  apiKeyEnv: ['apiKeyEnv'],
   languages: ['languages'],
   'context.prefixTokens': ['context', 'prefixTokens'],
   'context.crossFileTokens': ['context', 'contextTokens'],

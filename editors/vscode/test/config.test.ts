@@ -22,8 +22,11 @@ test('serverCommand overrides the whole command, but not when empty or not a lis
 test('the settings a user set map onto camelCase initializationOptions, nested where the server nests them', () => {
   const options = initializationOptions({
     model: '/models/coder.gguf',
-    backend: 'http',
+    modelName: 'qwen2.5-coder:1.5b-base',
+    modelTemplate: 'qwen2.5-coder',
+    backend: 'ollama',
     baseUrl: 'http://127.0.0.1:9000',
+    apiKeyEnv: 'OLLAMA_KEY',
     'context.prefixTokens': 2048,
     'context.crossFileTokens': 0,
     'gate.threshold': 0.25,
@@ -32,9 +35,10 @@ test('the settings a user set map onto camelCase initializationOptions, nested w
     enable: false,
   });
   assert.deepEqual(options, {
-    model: '/models/coder.gguf',
-    backend: 'http',
+    model: { path: '/models/coder.gguf', name: 'qwen2.5-coder:1.5b-base', template: 'qwen2.5-coder' },
+    backend: 'ollama',
     baseUrl: 'http://127.0.0.1:9000',
+    apiKeyEnv: 'OLLAMA_KEY',
     context: { prefixTokens: 2048, contextTokens: 0 },
     gate: { threshold: 0.25 },
     languages: ['python', 'go'],
@@ -43,7 +47,7 @@ test('the settings a user set map onto camelCase initializationOptions, nested w
 
 test('values keep their JSON types: null model means the embedded model, numbers stay numbers', () => {
   const options = initializationOptions({ model: null, 'gate.threshold': null, 'context.prefixTokens': 512 });
-  assert.deepEqual(options, { model: null, gate: { threshold: null }, context: { prefixTokens: 512 } });
+  assert.deepEqual(options, { model: { path: null }, gate: { threshold: null }, context: { prefixTokens: 512 } });
   assert.equal(typeof (options['context'] as Record<string, unknown>)['prefixTokens'], 'number');
 });
 

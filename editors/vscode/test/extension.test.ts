@@ -197,16 +197,16 @@ test('changing a server setting restarts the server with the new options', async
   setSetting('hindsight.model', '/models/coder.gguf');
   await waitFor('a second initialize', () => received('initialize').length === 2);
   assert.equal(received('shutdown').length, 1);
-  assert.deepEqual(received('initialize')[1]!.params.initializationOptions, { model: '/models/coder.gguf' });
+  assert.deepEqual(received('initialize')[1]!.params.initializationOptions, { model: { path: '/models/coder.gguf' } });
   assert.equal(state.providers.length, 1);
 });
 
 test('a burst of setting changes restarts one step at a time and leaves one server and one provider', async () => {
   await activate();
   setSetting('hindsight.model', '/models/coder.gguf');
-  setSetting('hindsight.backend', 'http');
+  setSetting('hindsight.backend', 'openai');
   await waitFor('three starts and two stops', () => received('initialize').length === 3 && received('shutdown').length === 2);
-  assert.deepEqual(received('initialize')[2]!.params.initializationOptions, { model: '/models/coder.gguf', backend: 'http' });
+  assert.deepEqual(received('initialize')[2]!.params.initializationOptions, { model: { path: '/models/coder.gguf' }, backend: 'openai' });
   await waitFor('the status bar', () => bar().text === '$(sparkle) hindsight 40%');
   assert.equal(state.providers.length, 1);
 });
