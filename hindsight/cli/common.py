@@ -124,6 +124,21 @@ def model_option(f):
     return click.option("--model", metavar="PATH", help="a GGUF model  [default: the embedded Gemma 3 270M]")(f)
 
 
+BACKENDS = ("embedded", "llama-server", "ollama", "openai")
+
+
+def server_options(f):
+    """--backend, --base-url, --model-name, --template: which model, where, and how to prompt it (the
+    server's options of the same names)."""
+    f = click.option("--template", help="how to prompt the model: a profile or a template with {prefix}  "
+                     "[default: what the model's vocabulary, or a served model's name, says]")(f)
+    f = click.option("--model-name", help="the model's name on the model server (an Ollama tag, a model id)")(f)
+    f = click.option("--base-url", default="http://127.0.0.1:8080", show_default=True,
+                     help="the model server, for any backend but embedded")(f)
+    return click.option("--backend", type=click.Choice(BACKENDS), default="embedded", show_default=True,
+                        help="the model in process, or a model server at --base-url")(f)
+
+
 def db_option(help: str):
     """--db, repeatable, for the commands that read logs (several are read as one). `databases()` turns what
     was given into paths."""

@@ -11,14 +11,14 @@ from pathlib import Path
 import click
 from rich.progress import Progress
 
-from hindsight.cli.common import command, json_option, model_option
+from hindsight.cli.common import command, json_option, model_option, server_options
 from hindsight.cli.output import print_result
 from hindsight.engine.engine import Engine
 from hindsight.engine.backend import BackendError
 from hindsight.engine.llama_backend import LlamaBackend
 from hindsight.engine.model import resolve_model
 from hindsight.engine.profiles import ProfileError, from_template
-from hindsight.engine.servers import KINDS, connect
+from hindsight.engine.servers import connect
 from hindsight.errors import UsageError
 from hindsight.lsp.server import server
 from hindsight.paths import data_dir
@@ -73,12 +73,7 @@ def read_source(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> str:
 @click.argument("location")
 @json_option
 @model_option
-@click.option("--backend", type=click.Choice(["embedded", *KINDS, "http"]), default="embedded",
-              help="the model in process, or a model server at --base-url ('http' is the older name of 'openai')")
-@click.option("--base-url", default="http://127.0.0.1:8080", help="the model server")
-@click.option("--model-name", help="the model's name on the server")
-@click.option("--template", help="how to prompt the model: a profile's name or a template with {prefix} "
-              "[default: what the model's vocabulary (a served model's name) says]")
+@server_options
 def complete(location: str, as_json: bool, model: str | None, backend: str, base_url: str,
              model_name: str | None, template: str | None) -> None:
     path, line, col = parse_location(location)
@@ -96,8 +91,7 @@ def complete(location: str, as_json: bool, model: str | None, backend: str, base
         engine = Engine(LlamaBackend(resolve_model(model), profile=profile))
     else:
         try:
-            engine = Engine(connect("openai" if backend == "http" else backend, base_url, model=model_name,
-                                    profile=profile))
+            engine = Engine(connect(backend, base_url, model=model_name, profile=profile))
         except BackendError as exc:
             raise UsageError(str(exc)) from None
     req = CompletionRequest(

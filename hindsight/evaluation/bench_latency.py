@@ -147,15 +147,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(path: Path, lines: int, model: str | None) -> dict:
+def run(path: Path, lines: int, model: str | None, server: dict | None = None) -> dict:
+    """`server`: the server's options for a model server (backend, baseUrl, model name and template); the
+    replay without KV reuse is then left out (the model server keeps its own cache)."""
     n_lines = len(path.read_text().split("\n"))
     start_line = min(max(0, n_lines - lines), n_lines * 2 // 5)
-    base = {"model": model} if model else {}
+    remote = bool(server) and server.get("backend", "embedded") != "embedded"
+    base = dict(server) if remote else {}
+    base["model"] = {**(base.get("model") or {}), **({"path": model} if model else {})}
     fast, asked, cold_ms, rss_mb = asyncio.run(replay(path, start_line, lines, base, None))
-    slow_options = {**base, "completion": {"kvReuse": False, "typedAhead": False}}
-    slow, _, _, _ = asyncio.run(replay(path, start_line, lines, slow_options, NO_REUSE_MAX_REQUESTS))
     fast_ms = [s.latency_ms for s in fast.steps]
-    slow_ms = [s.latency_ms for s in slow.steps]
+    slow_ms = fast_ms
+    if not remote:
+        slow_options = {**base, "completion": {"kvReuse": False, "typedAhead": False}}
+        slow, _, _, _ = asyncio.run(replay(path, start_line, lines, slow_options, NO_REUSE_MAX_REQUESTS))
+        slow_ms = [s.latency_ms for s in slow.steps]
     p50, p95 = percentile(fast_ms, 50), percentile(fast_ms, 95)
     p50_slow, p95_slow = percentile(slow_ms, 50), percentile(slow_ms, 95)
     # After the replays, not before: reading the model file here first would warm the page cache for
@@ -179,7 +185,8 @@ def run(path: Path, lines: int, model: str | None) -> dict:
         "cold_start_ms": round(cold_ms, 1),
         "rss_mb": round(rss_mb, 1),
         "requests": len(fast_ms),
-        "requests_no_reuse": len(slow_ms),
+        "requests_no_reuse": len(slow_ms) if not remote else 0,
+        "backend": base.get("backend", "embedded"),
         "accepted": sum(s.action == "accepted" for s in fast.steps),
         # Asked for explicitly (cycling): the suggestion plus up to completion.alternatives more.
         "asked_p50_ms": round(percentile([ms for _, ms in asked], 50), 1),
@@ -190,6 +197,7 @@ def run(path: Path, lines: int, model: str | None) -> dict:
     }
 
 
-def main(*, file: Path | None, lines: int, model: str | None) -> dict:
-    """`hindsight bench latency`: the replay of `lines` lines of `file` (default: a standard-library module)."""
-    return run(file or DEFAULT_FILE, lines, model)
+def main(*, file: Path | None, lines: int, model: str | None, server: dict | None = None) -> dict:
+    """`hindsight bench latency`: the replay of `lines` lines of `file` (default: a standard-library module),
+    through the embedded model or a model server (`server`: its options)."""
+    return run(file or DEFAULT_FILE, lines, model, server)

@@ -32,7 +32,9 @@ from rich.table import Table
 from hindsight.engine.engine import EngineConfig
 from hindsight.engine.llama_backend import LlamaBackend
 from hindsight.engine.model import resolve_model
-from hindsight.engine.profiles import named
+from hindsight.engine.backend import BackendError
+from hindsight.engine.profiles import ProfileError, from_template, named
+from hindsight.engine.servers import connect
 from hindsight.errors import UsageError
 from hindsight.refresh.infill import Report, load_tasks, pick, run
 
@@ -55,7 +57,7 @@ SAMPLE = {"multi": 300, "span": 300}  # tasks drawn (seed 0) from the larger set
 
 
 def main(*, which: str, mode: str | None, adapter: Path | None, limit: int | None, sample: int | None,
-         min_token_prob: float | None, model: str | None, as_json: bool) -> None:
+         min_token_prob: float | None, model: str | None, as_json: bool, server: dict | None = None) -> None:
     """`hindsight bench infill --set WHICH`: each set's report printed as it is done (one JSON object at the
     end with `as_json`)."""
     if limit is not None and limit < 1 or sample is not None and sample < 1:
@@ -66,13 +68,27 @@ def main(*, which: str, mode: str | None, adapter: Path | None, limit: int | Non
     if min_token_prob is not None:
         config.min_token_prob = min_token_prob
     sets = SETS if which == "all" else (which,)
-    # By default the profile the model's vocabulary (or its adapter) points to; --mode prefix: prefix-only
-    # prompts for any model; --mode fim: the model's FIM format, the embedded Gemma's for a model without.
-    backend = LlamaBackend(resolve_model(model), lora_path=adapter, profile=named("none") if mode == "prefix" else None)
-    if mode == "fim" and not backend.profile.fim:
-        backend = LlamaBackend(resolve_model(model), lora_path=adapter, profile=named("gemma-fim"))
+    server = server or {}
+    try:
+        template = from_template(server.get("template"))
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    if server.get("backend", "embedded") != "embedded":
+        try:
+            backend = connect(server["backend"], server["base_url"], model=server.get("model_name"),
+                              profile=template or (named("none") if mode == "prefix" else None))
+        except BackendError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        # By default the profile the model's vocabulary (or its adapter) points to; --mode prefix: prefix-only
+        # prompts for any model; --mode fim: the model's FIM format, the embedded Gemma's for a model without.
+        backend = LlamaBackend(resolve_model(model), lora_path=adapter,
+                               profile=template or (named("none") if mode == "prefix" else None))
+        if mode == "fim" and not backend.profile.fim:
+            backend = LlamaBackend(resolve_model(model), lora_path=adapter, profile=named("gemma-fim"))
     mode = "fim" if backend.profile.fim else "prefix"
-    out: dict = {"mode": mode, "adapter": str(adapter) if adapter else None}
+    out: dict = {"mode": mode, "adapter": str(adapter) if adapter else None, "backend": backend.name,
+                 "profile": backend.profile.name}
     for name in sets:
         tasks = pick(load_tasks(name)[:limit], sample if sample else SAMPLE.get(name))
         kwargs = dict(config=config, product=name == "single")  # the engine writes single lines here
@@ -87,4 +103,5 @@ def main(*, which: str, mode: str | None, adapter: Path | None, limit: int | Non
                                         f"· {mode} · {backend.name}"))
         out[name] = report.as_json()
     if as_json:
-        print(json.dumps(out if len(sets) > 1 else {"mode": mode, "adapter": out["adapter"], "set": sets[0], **out[sets[0]]}))
+        head = {k: out[k] for k in ("mode", "adapter", "backend", "profile")}
+        print(json.dumps(out if len(sets) > 1 else {**head, "set": sets[0], **out[sets[0]]}))
