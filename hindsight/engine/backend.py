@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
+from hindsight.engine.profiles import Profile
 from hindsight.errors import HindsightError
 
 
@@ -34,7 +35,8 @@ class GenerationStats:
 
 
 class Backend(Protocol):
-    name: str  # e.g. "llama.cpp:gemma-3-270m-q4_k_m.gguf" or "http:http://127.0.0.1:8080"
+    name: str  # e.g. "llama.cpp:gemma-3-270m-q4_k_m.gguf" or "llama-server:http://127.0.0.1:8080"
+    profile: Profile  # how to prompt the model it serves (hindsight/engine/profiles.py)
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes in the prompt (an estimate where the backend has no tokenizer)."""
