@@ -111,7 +111,11 @@ def complete(location: str, as_json: bool, model: str | None, backend: str, base
             "text": result.text,
             "timings_ms": timings,
             "profile": engine.profile.describe(),
-            "prompt": result.prompt.text if result.prompt else None,  # exactly what the model was given
+            # Exactly what the model was given: the prompt as a model server laid it out (llama-server's
+            # /infill), else as hindsight did; and for a model server, the request as it was sent.
+            "prompt": getattr(engine.backend, "last_prompt", None) or (result.prompt.text if result.prompt else None),
+            "request": dict(zip(("path", "body"), engine.backend.last_request))
+            if getattr(engine.backend, "last_request", None) else None,
         }))
     else:
         print(result.text)

@@ -100,6 +100,7 @@ class RemoteBackend:
         self.profile = profile or guess(model or "") or BY_NAME["none"]
         self.explicit_profile = profile is not None
         self.limits: list[str] = []  # what this server cannot do, found out while serving (said once each)
+        self.last_request: tuple[str, dict] | None = None  # (path, body) of the last request, as sent
         self.logprobs: bool | None = None  # whether the server sends log-probs (None: not known yet)
         self._counts: dict[str, int] = {}
         self._tokenizer: bool | None = None  # whether the server's tokenizer endpoint works
@@ -219,6 +220,7 @@ class RemoteBackend:
     def _chunks(self, prompt, parts, max_tokens, stats, cancelled, start, *, top: int, after: str) -> Iterator[Chunk]:
         path, body = self._request(prompt, parts, max_tokens, top, after)
         body = _redacted(body)
+        self.last_request = (path, body)
         conn = self._connection()
         resp: http.client.HTTPResponse | None = None
         try:
