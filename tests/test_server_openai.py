@@ -229,3 +229,42 @@ def test_server_without_logits_all_falls_back_to_zero_logprobs(model_path, tmp_p
             assert all(t.logprob == 0.0 for t in tokens)
     finally:
         _stop(proc)
+
+
+def _two_users(url: str) -> tuple[list[str], list[str]]:
+    """User A asks for a long completion; user B asks for a short one once A's first token has come."""
+    import threading
+
+    a: list[str] = []
+    b: list[str] = []
+    started = threading.Event()
+
+    def user_a():
+        for token in OpenAIBackend(url).generate(STORY, max_tokens=40, stats=GenerationStats(), cancelled=_never):
+            a.append(token.text)
+            started.set()
+
+    thread = threading.Thread(target=user_a)
+    thread.start()
+    assert started.wait(60)
+    b += [t.text for t in OpenAIBackend(url).generate(PROMPT, max_tokens=4, stats=GenerationStats(), cancelled=_never)]
+    thread.join(120)
+    return a, b
+
+
+@pytest.mark.parametrize("interrupt", ["false", "true"])
+def test_a_shared_llama_cpp_python_server_needs_interrupt_requests_off(model_path, tmp_path, interrupt):
+    """What the README says of `python -m llama_cpp.server`: by default a second user's request ends the
+    first user's in flight; with `--interrupt_requests false` each gets the whole of its completion."""
+    proc, url = _start_server(model_path, tmp_path / "llama_server.log", "--interrupt_requests", interrupt)
+    try:
+        alone = [t.text for t in OpenAIBackend(url).generate(STORY, max_tokens=40, stats=GenerationStats(),
+                                                             cancelled=_never)]
+        a, b = _two_users(url)
+        assert b
+        if interrupt == "false":
+            assert a == alone
+        else:
+            assert len(a) < len(alone) and alone[: len(a)] == a
+    finally:
+        _stop(proc)
