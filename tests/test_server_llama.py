@@ -44,8 +44,10 @@ class Server:
         self.url = f"http://127.0.0.1:{free_port()}"
         port = self.url.rsplit(":", 1)[1]
         self.log = log
-        cmd = [str(binary()), "-m", str(model), "--host", "127.0.0.1", "--port", port, "-c", "4096", "-np", "2",
-               "-t", "1", "--no-webui", *extra]
+        # Two slots of 4,096 tokens; a batch of 1,024 leaves /infill room for the cross-file chunks (it
+        # takes them only from what the slot's context has beyond one batch and twice n_predict).
+        cmd = [str(binary()), "-m", str(model), "--host", "127.0.0.1", "--port", port, "-c", "8192", "-np", "2",
+               "-b", "1024", "-t", "1", "--no-webui", *extra]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -75,6 +77,16 @@ def qwen(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def says_x(tmp_path_factory):
+    """A model that writes "x" after anything: its requests run to the end, and the server's last event
+    tells how it laid out the prompt."""
+    model = tiny_models.cached("qwen2.5-coder", says="x")
+    server = Server(model, tmp_path_factory.mktemp("llama-server") / "says-x.log")
+    yield server
+    server.stop()
+
+
 def request(**kw) -> CompletionRequest:
     return CompletionRequest(uri="file:///w/app.py", text=DOC, line=3, character=8, language="python",
                              path="app.py", repo="shop", **kw)
@@ -84,11 +96,11 @@ def never() -> bool:
     return False
 
 
-def test_infill_sends_the_context_as_input_extra_and_the_server_lays_out_the_fim_prompt(qwen):
-    backend = LlamaServerBackend(qwen.url)
-    engine = Engine(backend, EngineConfig(min_token_prob=0))
+def test_infill_sends_the_context_as_input_extra_and_the_server_lays_out_the_fim_prompt(says_x):
+    backend = LlamaServerBackend(says_x.url)
+    engine = Engine(backend, EngineConfig(max_tokens_single=4))
     completion = engine.complete(request(context=[Snippet("lib/util.py:1-2", "def helper():\n    return 1")]))
-    assert completion.prompt_tokens > 0 and not completion.cancelled
+    assert completion.text == "xxxx" and completion.prompt_tokens > 0
     laid_out = backend.last_prompt  # llama-server's own layout, Qwen2.5-Coder's repository format
     assert "<|file_sep|>lib/util.py\ndef helper():\n    return 1" in laid_out
     assert "<|fim_prefix|>" in laid_out and "<|fim_suffix|>" in laid_out and laid_out.endswith("<|fim_middle|>")
@@ -106,8 +118,9 @@ def test_tokens_are_counted_by_the_servers_tokenizer(qwen):
 
 def test_log_probs_and_the_unsure_token_stop(qwen):
     """Random weights: every token is a guess, so the unsure-token stop ends the suggestion at once; with
-    the stop off, tokens come back with their real (low) log-probs."""
-    backend = LlamaServerBackend(qwen.url)
+    the stop off, tokens come back with their real (low) log-probs. (A prefix-only prompt: after a FIM
+    prompt this model says <|fim_middle|> again, a control token, which ends the middle.)"""
+    backend = LlamaServerBackend(qwen.url, profile=named("none"))
     unsure = Engine(backend, EngineConfig(min_token_prob=0.3)).complete(request())
     assert (unsure.text, unsure.stop) == ("", "unsure") and unsure.next_logprob < -1
     tokens = list(backend.generate("x = ", max_tokens=4, stats=GenerationStats(), cancelled=never, parts=None))
@@ -121,6 +134,18 @@ def test_alternatives(qwen):
     alternatives = engine.alternatives(request(), first, 2)
     texts = [a.text for a in alternatives]
     assert texts and first.text not in texts and len(set(texts)) == len(texts)
+
+
+def test_a_control_token_ends_the_middle(qwen):
+    """This random model repeats the last token of its prompt: after /infill's <|fim_middle|>, that one
+    again, which llama-server does not stop at and sends as no text. The middle is over at once."""
+    completion = Engine(LlamaServerBackend(qwen.url), EngineConfig(min_token_prob=0)).complete(request())
+    assert (completion.text, completion.stop) == ("", "eos") and completion.prompt_tokens > 0
+    events: list[int] = []  # the stream is left at the first such token, not read to n_predict
+    backend = LlamaServerBackend(qwen.url, profile=named("qwen2.5-coder"))
+    tokens = list(backend.generate("<|fim_prefix|>x = <|fim_suffix|>\n<|fim_middle|>", max_tokens=40,
+                                   stats=GenerationStats(), cancelled=lambda: bool(events.append(1))))
+    assert tokens == [] and len(events) <= 3
 
 
 def test_a_stop_token_ends_the_middle(tmp_path):
@@ -166,9 +191,9 @@ def test_a_model_without_fim_tokens_is_prompted_on_completion(tmp_path):
         server.stop()
 
 
-def test_a_named_template_is_sent_on_completion(qwen):
-    backend = LlamaServerBackend(qwen.url, profile=named("qwen2.5-coder"))
-    Engine(backend, EngineConfig(min_token_prob=0)).complete(request(context=[Snippet("lib/u.py:1", "X = 1")]))
+def test_a_named_template_is_sent_on_completion(says_x):
+    backend = LlamaServerBackend(says_x.url, profile=named("qwen2.5-coder"))
+    Engine(backend, EngineConfig(max_tokens_single=4)).complete(request(context=[Snippet("lib/u.py:1", "X = 1")]))
     assert "<|repo_name|>shop\n<|file_sep|>lib/u.py\nX = 1\n<|file_sep|>app.py\n<|fim_prefix|>" in backend.last_prompt
 
 

@@ -55,12 +55,14 @@ def number(value: Any) -> float | None:
 @dataclass
 class Chunk:
     """One streamed event, read: its text, the log-prob of that text (None: the server sent none), the
-    first position's best candidates (text, log-prob), and whether the server says it is done."""
+    first position's best candidates (text, log-prob), whether the server says it is done, and whether
+    the model ended the middle with a special token the server does not stop at (`end`)."""
 
     text: str = ""
     logprob: float | None = None
     top: list[tuple[str, float]] = field(default_factory=list)
     done: bool = False
+    end: bool = False  # the model wrote a special token that renders as nothing: it has left the middle
 
 
 SENT_TEXT = ("prompt", "input_prefix", "input_suffix", "suffix")  # the request fields that hold the user's code
@@ -200,6 +202,8 @@ class RemoteBackend:
         yielded = 0
         carry = 0.0  # log-prob of chunks without text (a split UTF-8 character), added to the next token
         for chunk in self._chunks(prompt, parts, max_tokens, stats, cancelled, start, top=0, after=after):
+            if chunk.end:
+                return
             if chunk.logprob is not None:
                 self.logprobs = True
             elif chunk.text and self.logprobs is None:

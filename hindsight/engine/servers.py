@@ -66,7 +66,12 @@ class LlamaServerBackend(RemoteBackend):
         return "/completion", {**body, "prompt": prompt + after}
 
     def _read(self, event: dict, stats: GenerationStats) -> Chunk:
-        logprob, top = _logprob_list(event.get("completion_probabilities"))
+        entries = event.get("completion_probabilities")
+        logprob, top = _logprob_list(entries)
+        # A token with no text and no bytes is a control token (a split UTF-8 character has bytes): llama-server
+        # does not stop at one that is not end-of-generation (<|fim_middle|> again, say), but the middle is over.
+        special = (not event.get("content") and isinstance(entries, list) and bool(entries)
+                   and all(isinstance(e, dict) and not e.get("token") and not e.get("bytes") for e in entries))
         if event.get("stop"):
             if isinstance(event.get("prompt"), str):
                 self.last_prompt = event["prompt"]
@@ -77,7 +82,7 @@ class LlamaServerBackend(RemoteBackend):
             timings = event.get("timings")
             if isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
                 stats.reused_tokens = timings["cache_n"]
-        return Chunk(str(event.get("content") or ""), logprob, top, bool(event.get("stop")))
+        return Chunk(str(event.get("content") or ""), logprob, top, bool(event.get("stop")), end=special)
 
     def generate(self, prompt, *, max_tokens, stats, cancelled, parts=None, first_rank=0):
         try:
@@ -93,7 +98,7 @@ class LlamaServerBackend(RemoteBackend):
                                         parts=parts, first_rank=first_rank)
 
     def _tokenize(self, text: str) -> int | None:
-        body = self._call("POST", "/tokenize", {"content": text, "add_special": False})
+        body = self._call("POST", "/tokenize", {"content": text, "add_special": False, "parse_special": False})
         tokens = body.get("tokens") if isinstance(body, dict) else None
         return len(tokens) if isinstance(tokens, list) else None
 
