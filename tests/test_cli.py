@@ -43,9 +43,12 @@ def test_complete_json():
     result = hindsight("complete", return_position(), "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert set(out) == {"id", "text", "timings_ms"}
+    assert set(out) == {"id", "text", "timings_ms", "profile", "prompt", "request"}
     assert out["text"].strip() and "\n" not in out["text"]
     assert out["timings_ms"]["total_ms"] > 0
+    # The embedded Gemma has no FIM tokens: a prefix-only prompt that ends at the cursor; no server request.
+    assert out["profile"]["name"] == "none" and out["request"] is None
+    assert out["prompt"].startswith("# geometry.py\n") and out["prompt"].endswith("return ")
 
 
 @pytest.mark.slow
