@@ -78,9 +78,10 @@ class Profile:
         return self.file_header(where, language) + break_specials(text.rstrip(), self.specials) + "\n" + self.file_gap
 
     def render(self, *, context: str, file: str, prefix: str, suffix: str, repo: str = "") -> str:
-        """The prompt text: the template with its parts, the user's text cleaned of the specials (`context`
-        and `file` come from `snippet` and `file_header`, cleaned already). In a repository format the file's header and the
-        repository line are written only beside other files: alone, the file is a file-level FIM prompt."""
+        """The prompt text: the template with its parts, the user's text cleaned of the specials
+        (`context` and `file` come from `snippet` and `file_header`, cleaned already). In a repository
+        format the file's header and the repository line are written only beside other files: alone,
+        the file is a file-level FIM prompt."""
         if self.repository_tokens and not context:
             file = ""
         head = self.repo_head.format(repo=break_specials(repo or "workspace", self.specials)) if self.repo_head and context else ""
