@@ -48,7 +48,7 @@ class Profile:
     repo_head: str = ""  # before the snippets, with {repo}: e.g. "<|repo_name|>{repo}\n"
     file_head: str = COMMENT_FILE  # before each file's text, with {path} (and {comment})
     file_gap: str = COMMENT_GAP  # after each snippet's text (and its newline)
-    about: str = ""  # one line for the README's table and `hindsight complete --json`
+    about: str = ""  # which models it is for, in one line (the README's Models table says the same)
 
     @property
     def fim(self) -> bool:

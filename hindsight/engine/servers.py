@@ -77,9 +77,7 @@ class LlamaServerBackend(RemoteBackend):
                 self.last_prompt = event["prompt"]
             if isinstance(event.get("tokens_evaluated"), int):
                 stats.prompt_tokens = event["tokens_evaluated"]
-            if isinstance(event.get("tokens_cached"), int):
-                stats.reused_tokens = min(event["tokens_cached"], stats.prompt_tokens or event["tokens_cached"])
-            timings = event.get("timings")
+            timings = event.get("timings")  # cache_n: prompt tokens reused from the slot's cache
             if isinstance(timings, dict) and isinstance(timings.get("cache_n"), int):
                 stats.reused_tokens = timings["cache_n"]
         return Chunk(str(event.get("content") or ""), logprob, top, bool(event.get("stop")), end=special)
