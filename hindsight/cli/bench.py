@@ -103,15 +103,18 @@ def gate(repo, dbs, files, sites, seed, pace_ms, keep_db, gates_dir, plot, as_js
               help="the training side's sessions, already simulated (--keep'd train.db)")
 @click.option("--keep", is_flag=True, help="keep the work directory (databases, adapter)")
 @click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="draw before/after")
+@model_option
+@click.option("--weights", type=click.Path(path_type=Path), metavar="DIR",
+              help="the model's Hugging Face directory to train on (as `hindsight refresh --weights`)")
 @json_option
 def refresh(repo, files, held_out_files, sites, seed, pace_ms, epochs, sft_weight, learning_rate, anchor_weight,
-            infill_tasks, trl_steps, train_db, keep, plot, as_json) -> None:
+            infill_tasks, trl_steps, train_db, keep, plot, model, weights, as_json) -> None:
     need("bench", *TORCH_LIBRARIES, "trl", *plot_libraries(plot))
     result = bench_refresh.main(
         repo, keep=keep, plot_to=plot, progress=(lambda message: None) if as_json else print,
         files=files, held_out_files=held_out_files, sites=sites, seed=seed, pace_ms=pace_ms, epochs=epochs,
         sft_weight=sft_weight, learning_rate=learning_rate, anchor_weight=anchor_weight, infill_tasks=infill_tasks,
-        trl_steps=trl_steps, train_db=train_db,
+        trl_steps=trl_steps, train_db=train_db, model=model, weights=weights,
     )
     print_result(result, as_json)
 

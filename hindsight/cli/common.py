@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cold-start": ("learn", 'The first acceptance gate: simulated sessions on the standard library, trained on.'),
     "export-pairs": ("learn", 'DSAT preference pairs (prompt, chosen, rejected) for DPO, with provenance.'),
     "refresh": ("learn", 'A DPO LoRA adapter from the dissatisfaction pairs; promoted if it measures better.'),
+    "serve-adapter": ("learn", 'Make a running llama-server apply the promoted adapter (its LoRA hot-swap API).'),
     "build-fim-data": ("learn", 'Fill-in-the-middle training examples with cross-file context (JSONL).'),
     "train-fim": ("learn", 'LoRA SFT that teaches the model the fill-in-the-middle format.'),
     "bench": ("bench", 'Benchmarks (docs/BENCHMARKS.md).'),
@@ -122,6 +123,12 @@ def json_option(f):
 
 def model_option(f):
     return click.option("--model", metavar="PATH", help="a GGUF model  [default: the embedded Gemma 3 270M]")(f)
+
+
+def only_model_option(f):
+    return click.option("--only-model", metavar="TEXT",
+                         help="learn only from the suggestions of the model whose logged name contains TEXT "
+                              "(a log several models wrote)")(f)
 
 
 BACKENDS = ("embedded", "llama-server", "ollama", "openai")

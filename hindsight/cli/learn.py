@@ -22,10 +22,13 @@ from hindsight.cli.common import (
     json_option,
     model_option,
     need,
+    only_model_option,
 )
 from hindsight.cli.output import format_gate_metrics, format_pairs_counts, pairs_summary, print_result
-from hindsight.engine.adapters import adapters_dir, promoted_for
+from hindsight.engine.adapters import ADAPTER, adapters_dir, current_name, promoted_for, versions
+from hindsight.engine.backend import BackendError
 from hindsight.engine.model import resolve_model
+from hindsight.engine.servers import LlamaServerBackend
 from hindsight.errors import UsageError
 from hindsight.fim import data as fim_data, train as fim_train
 from hindsight.gating.dataset import load
@@ -53,8 +56,10 @@ def say(message: str) -> None:
 @click.option("--seed", type=int, metavar="S", default=0, help="chooses the held-out groups and seeds LightGBM")
 @click.option("--force", is_flag=True, help="promote even if it is worse than the current gate")
 @click.option("--rollback", "roll_back", is_flag=True, help="make the gate promoted before the current one current again")
+@only_model_option
 @json_option
-def train_gate(dbs, gates_dir, value_accept, cost_reject, cost_call, seed, force, roll_back, as_json) -> None:
+def train_gate(dbs, gates_dir, value_accept, cost_reject, cost_call, seed, force, roll_back, only_model,
+               as_json) -> None:
     gates = Path(gates_dir).expanduser() if gates_dir else data_dir() / "gates"
     if roll_back:
         if dbs:
@@ -64,7 +69,7 @@ def train_gate(dbs, gates_dir, value_accept, cost_reject, cost_call, seed, force
         return
     need("train", *GATE_LIBRARIES)
     with Console(stderr=True).status("training the acceptance gate"):
-        metrics = train(load(databases(dbs)), value_accept=value_accept, cost_reject=cost_reject, cost_call=cost_call,
+        metrics = train(load(databases(dbs), only_model), value_accept=value_accept, cost_reject=cost_reject, cost_call=cost_call,
                         seed=seed, gates_dir=gates, force=force)
     print(json.dumps(metrics) if as_json else format_gate_metrics(metrics))
 
@@ -95,9 +100,10 @@ def cold_start(files, seed, pace_ms, force, model, as_json) -> None:
 @click.option("--since", metavar="DATE", help="only suggestions made at or after this ISO date (UTC)")
 @click.option("--no-sample", is_flag=True, help="only pairs with a written chosen; never load the model")
 @model_option
+@only_model_option
 @click.option("--seed", type=int, default=0, help="seeds the sampling")
 @json_option
-def export_pairs(dbs, out, fmt, since, no_sample, model, seed, as_json) -> None:
+def export_pairs(dbs, out, fmt, since, no_sample, model, only_model, seed, as_json) -> None:
     paths = databases(dbs)
     cutoff = parse_since(since)
     if out:
@@ -117,7 +123,7 @@ def export_pairs(dbs, out, fmt, since, no_sample, model, seed, as_json) -> None:
     # Progress only while the model samples (the rest takes a second), and only on a terminal.
     with Progress(console=console, transient=True, disable=sampler is None or not console.is_terminal) as progress:
         task = progress.add_task("mining pairs", total=None)
-        mined = mine(paths, since=cutoff, sampler=sampler,
+        mined = mine(paths, since=cutoff, model=only_model, sampler=sampler,
                      progress=lambda done, total: progress.update(task, completed=done, total=total))
     if not mined.pairs:
         summary = pairs_summary({**mined.counts, "since": cutoff})
@@ -137,8 +143,15 @@ def export_pairs(dbs, out, fmt, since, no_sample, model, seed, as_json) -> None:
 @click.option("--infill-tasks", type=int, default=INFILL_TASKS, metavar="N",
               help="HumanEval single-line tasks to check (fewer: a fixed subset; 0: skip)")
 @click.option("--no-promote", is_flag=True, help="measure and keep the adapter, but do not promote it")
+@click.option("--model", metavar="PATH", help="the GGUF the adapter is for: the model you serve, of any architecture "
+                                              "transformers reads  [default: the embedded Gemma 3 270M]")
+@click.option("--weights", type=click.Path(path_type=Path), metavar="DIR",
+              help="the same model's Hugging Face directory, to train on (an architecture transformers cannot "
+                   "read from a GGUF, or unquantized weights)")
+@only_model_option
 @json_option
-def refresh(dbs, pairs_file, roll_back, epochs, no_sample, infill_tasks, no_promote, as_json) -> None:
+def refresh(dbs, pairs_file, roll_back, epochs, no_sample, infill_tasks, no_promote, model, weights, only_model,
+            as_json) -> None:
     if sum((bool(dbs), pairs_file is not None, roll_back)) > 1:
         raise click.UsageError("--db, --pairs and --rollback go one at a time")
     if roll_back:
@@ -147,9 +160,33 @@ def refresh(dbs, pairs_file, roll_back, epochs, no_sample, infill_tasks, no_prom
         return
     need("train", *TORCH_LIBRARIES)
     result = job.run(dbs=databases(dbs), pairs_file=Path(pairs_file) if pairs_file else None, sample=not no_sample,
-                     epochs=epochs, infill_tasks=infill_tasks, promote=not no_promote,
+                     epochs=epochs, infill_tasks=infill_tasks, promote=not no_promote, model=model,
+                     weights=weights.expanduser() if weights else None, only_model=only_model,
                      progress=None if as_json else (lambda message: print(message, flush=True)))
     print_result(result, as_json)
+
+
+@command("serve-adapter")
+@click.option("--base-url", required=True, metavar="URL", help="the llama-server that serves the model")
+@click.option("--none", "base_only", is_flag=True, help="serve the base model alone (every adapter at scale 0)")
+@json_option
+def serve_adapter(base_url, base_only, as_json) -> None:
+    server = LlamaServerBackend(base_url)
+    served = Path(server.check()).name
+    name = None if base_only else current_name(adapters_dir())
+    if name is None and not base_only:
+        raise UsageError(f"no adapter is promoted in {adapters_dir()} (hindsight refresh --model ... makes one)")
+    if name is not None:
+        base = versions(adapters_dir()).manifest(name).get("base_model")
+        if base and served not in ("llama-server", base):
+            raise UsageError(f"adapter {name} was trained on {base}; {base_url} serves {served}")
+    try:
+        loaded = server.use_adapter(name)
+    except BackendError as exc:
+        path = adapters_dir() / str(name) / ADAPTER
+        raise UsageError(f"{exc}; restart it with --lora {path} (docs: README, Models)") from None
+    print_result({"server": base_url, "model": served, "adapter": name or "none",
+                  "loaded": [{"path": a.get("path"), "scale": a.get("scale")} for a in loaded]}, as_json)
 
 
 @command("build-fim-data")

@@ -29,6 +29,10 @@ Who reads what (the differences are deliberate, and named here rather than hidde
 - `hindsight bench gate` (`model_calls`): every `MODEL_CALL` with features (its call counts take them all),
   each marked `empty`, `judged` (a `DECIDED` `MODEL_SUGGESTION`) and `taken`.
 
+Each reader takes `model`: only the rows whose logged model name (`requests.model`, e.g.
+`llama.cpp:qwen2.5-coder-1.5b-q8_0.gguf` or `llama-server:http://host:8012 qwen`) contains it, for a log
+written by more than one model: a gate or an adapter learns from the model it will serve with.
+
 A database is opened read-only (reading never changes or creates one), checked for the columns the
 consumer needs, and closed; every problem is a `LogError` of one line.
 """
@@ -60,6 +64,7 @@ SUGGESTION_COLUMNS = (
     "decision", "outcome", "outcome_reason", "accepted_length", "actual_text", "persist_30s", "persist_120s",
 )  # fmt: skip
 SUGGESTION_OPTIONAL = ("session_id", "alternative_of")
+BY_MODEL = "(? IS NULL OR instr(coalesce(model, ''), ?) > 0)"  # the `model` filter: its text, twice
 
 # Flags the learners' rows carry (0 or 1, never NULL): one definition, computed where the rows are read.
 JUDGED = f"coalesce({MODEL_SUGGESTION} AND {DECIDED}, 0) AS judged"
@@ -142,25 +147,25 @@ def _select(
         conn.close()
 
 
-def shown_suggestions(path: Path, since: float | None = None) -> list[dict[str, Any]]:
+def shown_suggestions(path: Path, since: float | None = None, model: str | None = None) -> list[dict[str, Any]]:
     """Every `MODEL_SUGGESTION` of one database (created at or after `since`, a Unix time, when given),
     oldest first: what the DSAT pairs are mined from."""
     return _select(
-        path, SUGGESTION_COLUMNS, f"{MODEL_SUGGESTION} AND (? IS NULL OR created_at >= ?)", [since, since],
-        required=SUGGESTION_COLUMNS, optional=SUGGESTION_OPTIONAL,
+        path, SUGGESTION_COLUMNS, f"{MODEL_SUGGESTION} AND (? IS NULL OR created_at >= ?) AND {BY_MODEL}",
+        [since, since, model, model], required=(*SUGGESTION_COLUMNS, "model"), optional=SUGGESTION_OPTIONAL,
     )  # fmt: skip
 
 
-def accepted_suggestions(path: Path) -> list[dict[str, Any]]:
+def accepted_suggestions(path: Path, model: str | None = None) -> list[dict[str, Any]]:
     """The `MODEL_SUGGESTION`s of one database `ACCEPTED` in full, with a prompt (the replay's guard against
     breaking what was right), oldest first; the columns of `shown_suggestions`."""
     return _select(
-        path, SUGGESTION_COLUMNS, f"{MODEL_SUGGESTION} AND {ACCEPTED} AND prompt != ''",
-        required=SUGGESTION_COLUMNS, optional=SUGGESTION_OPTIONAL,
+        path, SUGGESTION_COLUMNS, f"{MODEL_SUGGESTION} AND {ACCEPTED} AND prompt != '' AND {BY_MODEL}", [model, model],
+        required=(*SUGGESTION_COLUMNS, "model"), optional=SUGGESTION_OPTIONAL,
     )  # fmt: skip
 
 
-def gate_rows(path: Path) -> list[dict[str, Any]]:
+def gate_rows(path: Path, model: str | None = None) -> list[dict[str, Any]]:
     """The gate's training rows of one database, oldest first: `MODEL_CALL`s with features that came back
     `EMPTY` (stage 1 decides whether to call the model at all, so an empty call is one it should skip)
     or were shown and `DECIDED`. Columns: id, uri, session_id, features_json, propensity, `judged` (shown
@@ -168,9 +173,11 @@ def gate_rows(path: Path) -> list[dict[str, Any]]:
     return _select(
         path,
         ("id", "uri", "session_id", "features_json", "propensity", JUDGED, IS_TAKEN),
-        f"{MODEL_CALL} AND features_json IS NOT NULL AND ({EMPTY} OR ({MODEL_SUGGESTION} AND {DECIDED}))",
+        f"{MODEL_CALL} AND features_json IS NOT NULL AND ({EMPTY} OR ({MODEL_SUGGESTION} AND {DECIDED})) "
+        f"AND {BY_MODEL}",
+        [model, model],
         required=("id", "created_at", "uri", "session_id", "features_json", "propensity", "alternative_of",
-                  "outcome", "decision", "source"),
+                  "outcome", "decision", "source", "model"),
     )  # fmt: skip
 
 

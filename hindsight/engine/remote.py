@@ -286,7 +286,7 @@ class RemoteBackend:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> Any:
+    def _call(self, method: str, path: str, body: dict | list | None = None) -> Any:
         """One whole JSON request and answer (a probe, a tokenization). BackendError when it fails."""
         conn = self._connection()
         try:

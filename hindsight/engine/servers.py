@@ -100,6 +100,28 @@ class LlamaServerBackend(RemoteBackend):
         tokens = body.get("tokens") if isinstance(body, dict) else None
         return len(tokens) if isinstance(tokens, list) else None
 
+    def adapters(self) -> list[dict]:
+        """The LoRA adapters the server loaded at its start (`--lora FILE`, one id each in order), as it
+        lists them: `{"id", "path", "scale"}`."""
+        body = self._call("GET", "/lora-adapters")
+        if not isinstance(body, list):
+            raise BackendError(f"model server {self.base_url} sent no adapter list from /lora-adapters: {body!r:.80}")
+        return [a for a in body if isinstance(a, dict) and isinstance(a.get("id"), int)]
+
+    def use_adapter(self, name: str | None) -> list[dict]:
+        """From now on, for every request the server answers: the loaded adapter whose path lies in the
+        version directory `name` at scale 1 and every other at 0 (`name` None: the base model alone),
+        through its hot-swap API (`POST /lora-adapters`). The adapters as the server then lists them;
+        BackendError when it has not loaded `name`."""
+        loaded = self.adapters()
+        chosen = [a["id"] for a in loaded if name and name in str(a.get("path", "")).replace("\\", "/").split("/")]
+        if name and not chosen:
+            paths = ", ".join(str(a.get("path")) for a in loaded) or "none"
+            raise BackendError(f"model server {self.base_url} has not loaded adapter {name} (it holds: {paths})")
+        self._call("POST", "/lora-adapters", [{"id": a["id"], "scale": 1.0 if a["id"] in chosen[:1] else 0.0}
+                                              for a in loaded])
+        return self.adapters()
+
     def check(self) -> str:
         body = self._call("GET", "/health")
         if not isinstance(body, dict) or body.get("status") != "ok":

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from hindsight.engine.model import resolve_model
 from hindsight.errors import UsageError
 from hindsight.refresh.dpo import DPOConfig
 from hindsight.refresh.evaluate import INFILL_TASKS
@@ -69,12 +70,16 @@ def run(
     infill_tasks: int = INFILL_TASKS,
     trl_steps: int = 1,
     train_db: Path | None = None,
+    model: str | None = None,
+    weights: Path | None = None,
     progress=print,
 ) -> dict:
     """The bench, its databases and adapters in `work`; `train_db`: the training side's sessions, already
-    simulated (step 1 is skipped)."""
+    simulated (step 1 is skipped); `model`: the GGUF served and refreshed (default: the embedded model),
+    `weights` its Hugging Face directory to train on (`hindsight refresh --weights`)."""
     repo = Path(repo).resolve()
-    base_options = {"gate": {"enabled": False}, "adapter": False}
+    model_path = resolve_model(model)
+    base_options = {"gate": {"enabled": False}, "adapter": False, "model": {"path": str(model_path)}}
     key = lambda rel: f"{repo.name}/{rel}"  # noqa: E731
 
     if train_db is None:
@@ -94,6 +99,8 @@ def run(
         config=DPOConfig(epochs=epochs, seed=seed, sft_weight=sft_weight, learning_rate=learning_rate,
                          anchor_weight=anchor_weight),
         infill_tasks=infill_tasks,
+        model_path=model_path,
+        weights=weights,
         adapters=work / "adapters",
         progress=progress,
     )
@@ -113,7 +120,8 @@ def run(
         progress("TRL's default DPO configuration on the same pairs")
         # No truncation: TRL 1.16 drops every pair whose prompt reaches its default max_length (1,024
         # tokens), most of ours; ours trains on the whole prompt too.
-        trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work, max_length=None)
+        trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work, max_length=None,
+                                   model_path=model_path, weights=weights)
     before, after = replays["before"], replays["after"]
     return {
         "pairs": len(mined.pairs),

@@ -80,14 +80,15 @@ def _features(text: str) -> dict[str, float] | None:
     return {k: float(v) if isinstance(v, (int, float)) else math.nan for k, v in raw.items()}
 
 
-def load(db_paths: list[Path]) -> Dataset:
-    """Every usable row of every database in `db_paths`, merged (groups never span databases)."""
+def load(db_paths: list[Path], model: str | None = None) -> Dataset:
+    """Every usable row of every database in `db_paths`, merged (groups never span databases); `model`:
+    only the calls of the model whose logged name contains it."""
     rows1, rows2, labels, shown, weights, groups, ids = [], [], [], [], [], [], []
     group_of: dict[tuple[str, str | None, str | None], int] = {}
     skipped = 0
     for path in map(Path, db_paths):
         try:
-            result = gate_rows(path)
+            result = gate_rows(path, model)
         except LogError as e:
             raise GateError(str(e)) from None
         for row in result:

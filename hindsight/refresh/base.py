@@ -10,6 +10,11 @@ adapter trained on the copy can name the exact GGUF it belongs to (`gguf_sha256`
     model, tokenizer = load_base(resolve_model(None))   # float32, eval()
 
 The GGUF's hash is `hindsight.engine.model.gguf_sha256` (remembered, so the server can ask at every start).
+
+Any architecture transformers reads from a GGUF works (Gemma 3, Llama and CodeLlama, Qwen2.5-Coder,
+StarCoder2, Mistral/Codestral, …). For one it cannot read, or to train on the unquantized weights, the
+caller names the model's Hugging Face directory (`weights`): it is loaded as it is, and the adapter is still
+written for, checked against and applied to the GGUF that is served.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ import tempfile
 from pathlib import Path
 
 from hindsight.engine.model import gguf_sha256
+from hindsight.errors import HindsightError
 from hindsight.paths import data_dir, ensure_private_dir
+
+
+class BaseModelError(HindsightError):
+    """The base model cannot be loaded for training: one line, with what to do."""
+
+    usage = True
 
 
 
@@ -59,8 +71,16 @@ def hf_base_dir(model_path: Path) -> Path:
 
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path.parent, gguf_file=model_path.name)
-        model = AutoModelForCausalLM.from_pretrained(model_path.parent, gguf_file=model_path.name, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_path.parent, gguf_file=model_path.name)
+            model = AutoModelForCausalLM.from_pretrained(model_path.parent, gguf_file=model_path.name,
+                                                         dtype=torch.float32)
+        except Exception as exc:  # an architecture or tokenizer transformers does not read from a GGUF
+            why = " ".join(str(exc).split())[:200]
+            raise BaseModelError(
+                f"transformers cannot read {model_path.name} for training ({type(exc).__name__}: {why}); "
+                "give the model's Hugging Face directory as well (--weights DIR)"
+            ) from None
         _forget_gguf(model)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -80,12 +100,13 @@ def hf_base_dir(model_path: Path) -> Path:
     return final
 
 
-def load_base(model_path: Path):
-    """(model, tokenizer): the GGUF's weights in float32, in eval mode, from the cached HF copy."""
+def load_base(model_path: Path, weights: Path | None = None):
+    """(model, tokenizer): the GGUF's weights in float32, in eval mode, from the cached HF copy; or the
+    Hugging Face directory `weights` (the same model, in the form it was published)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory = hf_base_dir(model_path)
+    directory = Path(weights) if weights is not None else hf_base_dir(model_path)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return model.eval(), tokenizer

@@ -1,8 +1,12 @@
 """`hindsight refresh`: the user's dissatisfaction pairs → a DPO LoRA adapter → promoted if it measures
 better, and the server hot-loads it (`hindsight.reload`, or its next start).
 
-    hindsight refresh [--db PATH ... | --pairs FILE] [--epochs N] [--no-promote] [--json]
+    hindsight refresh [--db PATH ... | --pairs FILE] [--model GGUF [--weights DIR]] [--only-model TEXT]
+                      [--epochs N] [--no-promote] [--json]
     hindsight refresh --rollback
+
+The model is the GGUF the user serves (default: the embedded Gemma), of any architecture transformers
+reads, or trained from its Hugging Face directory (`--weights`; hindsight/refresh/base.py).
 
 The pairs (mined from the databases, or read from `hindsight export-pairs`' file) are split by file:
 a fifth of the files are held out. The adapter trains on the rest (hindsight/refresh/dpo.py), is written as a
@@ -110,13 +114,14 @@ def held_out(key: str, share: float = HELD_OUT) -> bool:
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
 
 
-def accepted_rows(dbs: list[Path]) -> list[dict]:
+def accepted_rows(dbs: list[Path], model: str | None = None) -> list[dict]:
     """Logged suggestions accepted in full (the replay's guard against breaking what was right: the
-    reader's `accepted_suggestions`), each with its time in ISO form and its database, as a pair has."""
+    reader's `accepted_suggestions`; `model`, its filter), each with its time in ISO form and its
+    database, as a pair has."""
     rows = []
     for db in map(Path, dbs):
         try:
-            table = accepted_suggestions(db)
+            table = accepted_suggestions(db, model)
         except LogError as exc:
             raise RefreshError(str(exc)) from None
         database = str(db.resolve())
@@ -137,12 +142,13 @@ def _order(pairs: list[dict]) -> list[dict]:
 
 
 def train_adapter(pairs: list[dict], model_path: Path, config: DPOConfig, out: Path,
-                  progress: Callable[[str], None] | None = None) -> dict:
-    """Train on `pairs` and write the GGUF adapter to `out`; the training statistics."""
+                  progress: Callable[[str], None] | None = None, weights: Path | None = None) -> dict:
+    """Train on `pairs` and write the GGUF adapter for the model at `model_path` to `out`; the training
+    statistics. `weights`: the model's Hugging Face directory to train on (`load_base`)."""
     import torch
 
     torch.manual_seed(config.seed)
-    model, tokenizer = load_base(model_path)
+    model, tokenizer = load_base(model_path, weights)
     if torch.cuda.is_available():  # the same code on a GPU, where there is one
         model = model.to("cuda")
     examples = [e for p in _order(pairs) if (e := encode(tokenizer, p["prompt"], p["chosen"], p["rejected"], config))]
@@ -189,12 +195,14 @@ def refresh(
     accepted: list[dict] = (),
     config: DPOConfig | None = None,
     model_path: Path | None = None,
+    weights: Path | None = None,
     infill_tasks: int = INFILL_TASKS,
     promote: bool = True,
     adapters: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The whole job on mined or read `pairs` (and, for the replay, the logged `accepted` rows)."""
+    """The whole job on mined or read `pairs` (and, for the replay, the logged `accepted` rows), for the
+    GGUF at `model_path` (default: the embedded model), trained from `weights` when given."""
     say = progress or (lambda message: None)
     config = config or DPOConfig()
     model_path = Path(model_path) if model_path else resolve_model(None)
@@ -212,7 +220,7 @@ def refresh(
     try:
         adapter = work / "adapter.gguf"
         started = time.perf_counter()
-        training = train_adapter(train_pairs, model_path, config, adapter, progress)
+        training = train_adapter(train_pairs, model_path, config, adapter, progress, weights)
         problem = check_adapter(adapter, model_path)
         if problem:
             raise RefreshError(f"the trained adapter does not load in llama.cpp: {problem}", usage=False)
@@ -251,6 +259,8 @@ def refresh(
         manifest = {
             "base_model": model_path.name,
             "base_sha256": gguf_sha256(model_path),
+            "base_path": str(model_path.resolve()),
+            "weights": str(Path(weights).resolve()) if weights else None,
             "kind": "dpo",
             "config": config.as_json(),
             "pairs_sha256": hashlib.sha256(
@@ -275,22 +285,26 @@ def refresh(
 
 
 def run(*, dbs: list[Path], pairs_file: Path | None = None, sample: bool = True, epochs: int = 1,
-        infill_tasks: int = INFILL_TASKS, promote: bool = True,
+        infill_tasks: int = INFILL_TASKS, promote: bool = True, model: str | None = None,
+        weights: Path | None = None, only_model: str | None = None,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """`hindsight refresh`: the pairs from `pairs_file` (`hindsight export-pairs`' file), else mined from
-    `dbs` (with `sample`, chosen texts sampled from the current model where none was written), then the
-    whole job; its result."""
+    `dbs` (with `sample`, chosen texts sampled from the current model where none was written; with
+    `only_model`, from the suggestions of the model whose logged name contains it), then the whole job
+    on `model` (a GGUF path; default: the embedded model); its result."""
+    model_path = resolve_model(model)
+    if weights is not None and not (Path(weights) / "config.json").is_file():
+        raise RefreshError(f"{weights} is not a Hugging Face model directory (no config.json)")
     accepted: list[dict] = []
     if pairs_file is not None:
         pairs = read_pairs(pairs_file)
     else:
         sampler = None
         if sample:
-            model_path = resolve_model(None)
             sampler = llama_sampler(model_path, lora_path=promoted_for(model_path))  # the current model
-        pairs = mine(dbs, sampler=sampler).pairs
+        pairs = mine(dbs, model=only_model, sampler=sampler).pairs
         if not pairs:
             raise RefreshError("no dissatisfaction pairs in " + ", ".join(map(str, dbs)) + ": nothing to learn yet")
-        accepted = accepted_rows(dbs)
-    return refresh(pairs=pairs, accepted=accepted, config=DPOConfig(epochs=epochs), infill_tasks=infill_tasks,
-                   promote=promote, progress=progress)
+        accepted = accepted_rows(dbs, only_model)
+    return refresh(pairs=pairs, accepted=accepted, config=DPOConfig(epochs=epochs), model_path=model_path,
+                   weights=weights, infill_tasks=infill_tasks, promote=promote, progress=progress)

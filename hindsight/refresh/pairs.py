@@ -287,17 +287,19 @@ def mine(
     db_paths: Iterable[str | Path],
     *,
     since: float | None = None,
+    model: str | None = None,
     sampler: Sampler | None = None,
     samples: int = SAMPLES,
     progress: Callable[[int, int], None] | None = None,
 ) -> Mined:
     """Every DSAT pair of every database in `db_paths`, merged in order, with the counts of what was
-    found and filtered. All databases are read (and checked) before any sampling starts."""
+    found and filtered; `model`: only the suggestions of the model whose logged name contains it. All
+    databases are read (and checked) before any sampling starts."""
     paths = [Path(p).expanduser() for p in db_paths]
     if not paths:
         raise PairsError("no database given")
     try:
-        tables = [(path, shown_suggestions(path, since)) for path in paths]
+        tables = [(path, shown_suggestions(path, since, model)) for path in paths]
     except LogError as e:
         raise PairsError(str(e)) from None
     counts = _Counts()

@@ -59,13 +59,16 @@ def trl_pairs_per_minute(
     alpha: float = 16.0,
     work_dir: Path | None = None,
     max_length: int | None | str = "default",
+    model_path: Path | None = None,
+    weights: Path | None = None,
 ) -> dict:
     """Pairs per minute of wall time that `trl.DPOTrainer` with its default config trains on here,
     over `steps` steps of 4 pairs (the pairs are repeated if there are fewer than steps × 4).
 
     `max_length` "default" leaves TRL's (1024); TRL then drops every pair whose prompt alone reaches it
     ("pairs_dropped"), and if it drops them all there is nothing to time (ValueError). `None` trains
-    on the whole prompt + completion, the cost of these pairs untruncated."""
+    on the whole prompt + completion, the cost of these pairs untruncated. The model: as `load_base`'s
+    (default: the embedded one)."""
     if not pairs:
         raise ValueError("no pairs given")
     if steps < 1:
@@ -89,7 +92,7 @@ def trl_pairs_per_minute(
     out = Path(tempfile.mkdtemp(prefix="trl-baseline-", dir=work_dir))
     try:
         set_seed(0)
-        model, tokenizer = load_base(resolve_model(None))
+        model, tokenizer = load_base(model_path or resolve_model(None), weights)
         args = DPOConfig(
             output_dir=str(out / "tempdir"),
             max_steps=steps,
