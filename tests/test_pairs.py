@@ -161,6 +161,25 @@ def test_since_leaves_out_older_suggestions(logged):
         parse_since("last week")
 
 
+def test_a_log_several_models_wrote_is_read_for_one_of_them(tmp_path: Path):
+    """`--only-model`: the pairs, the replay's accepted rows and the gate's rows of one model only."""
+    from hindsight.collector.reader import accepted_suggestions, gate_rows
+
+    db = tmp_path / "team.db"
+    with Store(db) as store:
+        qwen = rejected(store, " None", " width * height", model="llama-server:http://gpu:8080 qwen2.5-coder:1.5b-base")
+        gemma = rejected(store, " 0", " width * height", model="llama.cpp:gemma-3-270m-q4_k_m.gguf")
+        right = accepted(store, " width * height")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE requests SET model = 'openai:http://gpu:8000/v1 qwen2.5-coder' WHERE id = ?", (right,))
+    assert {p["suggestion_id"] for p in mine([db]).pairs} == {qwen, gemma}
+    assert [p["suggestion_id"] for p in mine([db], model="qwen2.5-coder").pairs] == [qwen]
+    assert [p["suggestion_id"] for p in mine([db], model="gemma-3").pairs] == [gemma]
+    assert mine([db], model="starcoder2").pairs == []
+    assert len(accepted_suggestions(db, "qwen2.5-coder")) == 1 and accepted_suggestions(db, "gemma") == []
+    assert len(gate_rows(db)) == len(gate_rows(db, "")) >= len(gate_rows(db, "qwen2.5-coder"))
+
+
 def test_provenance(logged):
     db, ids = logged
     (pair,) = [p for p in mine([db]).pairs if p["suggestion_id"] == ids["written"]]
