@@ -99,6 +99,15 @@ def adapters_on(server: Server) -> dict[str, float]:
         return {Path(a["path"]).parent.name: a["scale"] for a in json.load(resp)}
 
 
+def next_token(server: Server) -> list:
+    """The server's candidates for the token after a prompt, with their probabilities."""
+    body = json.dumps({"prompt": PAIRS[0]["prompt"], "n_predict": 1, "n_probs": 5, "temperature": 0,
+                       "cache_prompt": False}).encode()
+    request = urllib.request.Request(server.url + "/completion", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.load(resp)["completion_probabilities"]
+
+
 def test_serve_adapter_applies_the_promoted_adapter_on_a_running_llama_server(refreshed, tmp_path):
     from hindsight.engine.adapters import versions
     from hindsight.refresh.gguf_adapter import scale_adapter
@@ -111,14 +120,17 @@ def test_serve_adapter_applies_the_promoted_adapter_on_a_running_llama_server(re
     second = write_version(data / "adapters", half, store.manifest(first), name=first[:-6] + "abcdef").name
     store.promote(first)
     store.promote(second)
-    server = Server(model, tmp_path / "server.log", "--lora", str(store.path(first) / "adapter.gguf"),
-                    "--lora", str(store.path(second) / "adapter.gguf"), "--lora-init-without-apply")
+    # Loaded at scale 0, as the README says (this llama-server applies every `--lora` at 1 from the start).
+    loaded = ",".join(f"{store.path(name) / 'adapter.gguf'}:0" for name in (first, second))
+    server = Server(model, tmp_path / "server.log", "--lora-scaled", loaded)
     try:
         assert adapters_on(server) == {first: 0.0, second: 0.0}
+        base = next_token(server)
         done = hindsight(data, "serve-adapter", "--base-url", server.url, "--json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["adapter"] == second
         assert adapters_on(server) == {first: 0.0, second: 1.0}
+        assert next_token(server) != base  # the requests of every client now run with it
         # Rolled back: the earlier adapter again, without a restart.
         assert hindsight(data, "refresh", "--rollback").returncode == 0
         assert hindsight(data, "serve-adapter", "--base-url", server.url).returncode == 0
