@@ -141,7 +141,7 @@ def test_serve_adapter_applies_the_promoted_adapter_on_a_running_llama_server(re
         third = write_version(data / "adapters", half, store.manifest(first), name=first[:-6] + "fedcba").name
         store.promote(third)
         done = hindsight(data, "serve-adapter", "--base-url", server.url)
-        assert done.returncode == 2 and f"--lora {store.path(third) / 'adapter.gguf'}" in done.stderr
+        assert done.returncode == 2 and f"--lora-scaled {store.path(third) / 'adapter.gguf'}:0" in done.stderr
         # One trained on another model: refused.
         manifest = {**store.manifest(first), "base_model": "qwen2.5-coder-7b-q8_0.gguf"}
         fourth = write_version(data / "adapters", half, manifest, name=first[:-6] + "0a0b0c").name

@@ -184,7 +184,8 @@ def serve_adapter(base_url, base_only, as_json) -> None:
         loaded = server.use_adapter(name)
     except BackendError as exc:
         path = adapters_dir() / str(name) / ADAPTER
-        raise UsageError(f"{exc}; restart it with --lora {path} (docs: README, Models)") from None
+        raise UsageError(f"{exc}; restart it with the adapter loaded (--lora-scaled {path}:0 beside the others), "
+                         "then run this again") from None
     print_result({"server": base_url, "model": served, "adapter": name or "none",
                   "loaded": [{"path": a.get("path"), "scale": a.get("scale")} for a in loaded]}, as_json)
 
