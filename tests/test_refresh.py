@@ -79,7 +79,9 @@ def test_a_failed_refresh_leaves_no_work_directory_behind(tmp_path, monkeypatch)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     bad = tmp_path / "model.gguf"
     bad.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="not a GGUF file"):
+    from hindsight.refresh.base import BaseModelError
+
+    with pytest.raises(BaseModelError, match="transformers cannot read model.gguf .*not a GGUF file"):
         refresh(pairs=PAIRS, model_path=bad, adapters=tmp_path / "adapters")
     assert not list(tmp_path.glob("hindsight-refresh-*"))
 
