@@ -157,13 +157,14 @@ def run(path: Path, lines: int, model: str | None, server: dict | None = None) -
     base["model"] = {**(base.get("model") or {}), **({"path": model} if model else {})}
     fast, asked, cold_ms, rss_mb = asyncio.run(replay(path, start_line, lines, base, None))
     fast_ms = [s.latency_ms for s in fast.steps]
-    slow_ms = fast_ms
+    slow_ms: list[float] = []
     if not remote:
         slow_options = {**base, "completion": {"kvReuse": False, "typedAhead": False}}
         slow, _, _, _ = asyncio.run(replay(path, start_line, lines, slow_options, NO_REUSE_MAX_REQUESTS))
         slow_ms = [s.latency_ms for s in slow.steps]
     p50, p95 = percentile(fast_ms, 50), percentile(fast_ms, 95)
-    p50_slow, p95_slow = percentile(slow_ms, 50), percentile(slow_ms, 95)
+    # No replay without reuse on a model server: its figures are null, not the replay's own again.
+    p50_slow, p95_slow = (percentile(slow_ms, 50), percentile(slow_ms, 95)) if slow_ms else (None, None)
     # After the replays, not before: reading the model file here first would warm the page cache for
     # the server's cold start.
     speed = machine_speed(model)
@@ -171,21 +172,21 @@ def run(path: Path, lines: int, model: str | None, server: dict | None = None) -
     return {
         "p50_ms": round(p50, 1),
         "p95_ms": round(p95, 1),
-        "p50_ms_no_reuse": round(p50_slow, 1),
-        "p95_ms_no_reuse": round(p95_slow, 1),
-        "speedup_p50": round(p50_slow / max(p50, 1e-6), 1),
+        "p50_ms_no_reuse": p50_slow and round(p50_slow, 1),
+        "p95_ms_no_reuse": p95_slow and round(p95_slow, 1),
+        "speedup_p50": p50_slow and round(p50_slow / max(p50, 1e-6), 1),
         # The same in decode steps of this machine: comparable across machines.
         "p50_steps": round(p50 / step, 1),
         "p95_steps": round(p95 / step, 1),
-        "p50_steps_no_reuse": round(p50_slow / step, 1),
-        "p95_steps_no_reuse": round(p95_slow / step, 1),
+        "p50_steps_no_reuse": p50_slow and round(p50_slow / step, 1),
+        "p95_steps_no_reuse": p95_slow and round(p95_slow / step, 1),
         "decode_step_ms": step,
         "prefill_tokens_per_s": speed["prefill_tokens_per_s"],
         "cpu": cpu_name(),
         "cold_start_ms": round(cold_ms, 1),
         "rss_mb": round(rss_mb, 1),
         "requests": len(fast_ms),
-        "requests_no_reuse": len(slow_ms) if not remote else 0,
+        "requests_no_reuse": len(slow_ms),
         "backend": base.get("backend", "embedded"),
         "accepted": sum(s.action == "accepted" for s in fast.steps),
         # Asked for explicitly (cycling): the suggestion plus up to completion.alternatives more.
