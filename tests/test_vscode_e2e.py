@@ -36,6 +36,13 @@ class Circle:
     def circumference(self):
 '''
 
+JS_FILE = '''function add(a, b) {
+  return a + b;
+}
+
+function multiply(a, b) {
+'''
+
 
 def e2e_dir() -> Path:
     return Path(os.environ.get("HINDSIGHT_VSCODE_E2E") or Path.home() / ".cache" / "hindsight-build" / "vscode-e2e")
@@ -91,6 +98,7 @@ class Editor:
         self.folder = work / "project"
         self.folder.mkdir(parents=True)
         (self.folder / "shapes.py").write_text(PY_FILE)
+        (self.folder / "arith.js").write_text(JS_FILE)
         self.db = work / "hindsight.db"
         user = work / "user-data"
         (user / "User").mkdir(parents=True)
@@ -110,7 +118,7 @@ class Editor:
         # from the machine's settings, not the user's.
         (user / "Machine").mkdir()
         (user / "Machine" / "settings.json").write_text(json.dumps({
-            "hindsight.serverCommand": [sys.executable, "-m", "hindsight", "serve"],
+            "hindsight.serverCommand": [sys.executable, "-m", "hindsight", "serve", *json.loads(os.environ.get("HINDSIGHT_E2E_SERVER_ARGS", "[]"))],
         }))
         extensions = work / "extensions"
         env = {**os.environ, "PATH": f"{root / 'node' / 'bin'}:{os.environ['PATH']}", "HINDSIGHT_DB": str(self.db),
@@ -189,8 +197,8 @@ def editor(request, tmp_path):
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
 
 
-def type_until_ghost(ed: Editor, text: str) -> str:
-    ed.page("open", file="shapes.py")
+def type_until_ghost(ed: Editor, text: str, file: str = "shapes.py") -> str:
+    ed.page("open", file=file)
     ed.page("press", key="Control+End")
     ed.page("type", text=text, delay=120)
     return ed.page("ghost", timeout=30000)["text"]
@@ -217,3 +225,33 @@ def test_escape_records_dismissed(editor):
     row = editor.shown()
     assert same_text(ghost, row["completion"]), (ghost, row["completion"])
     assert (row["outcome"], row["outcome_reason"]) == ("rejected", "dismissed")
+
+
+def test_typing_something_else_records_typed_over(editor):
+    ghost = type_until_ghost(editor, "        return 2 * ")
+    assert ghost and not ghost.startswith("(")
+    editor.page("type", text="(", delay=120)
+    row = [r for r in editor.rows() if r["decision"] == "show"][-1]
+    assert same_text(ghost, row["completion"]), (ghost, row["completion"])
+    deadline = time.monotonic() + 10
+    while row["outcome"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = next(r for r in editor.rows() if r["id"] == row["id"])
+    assert (row["outcome"], row["outcome_reason"]) == ("rejected", "typed_over")
+
+
+@pytest.mark.xfail(strict=True, reason="found in the real editor, not yet fixed: when a JavaScript file is the "
+                   "first to open (the extension activated by onLanguage:javascript), no request for it reaches "
+                   "the server; with a Python file opened first, the JavaScript file gets suggestions")
+def test_javascript_and_the_status_bar(editor):
+    ghost = type_until_ghost(editor, "  return a * ", file="arith.js")
+    assert ghost.strip()
+    editor.page("press", key="Tab")
+    row = editor.shown()
+    assert row["language"] == "javascript" and (row["outcome"], row["outcome_reason"]) == ("accepted", "command")
+    time.sleep(1)
+    assert (editor.folder / "arith.js").read_text() == JS_FILE + "  return a * " + row["completion"]
+    deadline = time.monotonic() + 15  # the bar shows the acceptance rate once it has asked the server again
+    while not any("hindsight 100%" in item for item in editor.page("statusbar")["items"]):
+        assert time.monotonic() < deadline, editor.page("statusbar")["items"]
+        time.sleep(0.5)
