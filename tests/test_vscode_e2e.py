@@ -261,3 +261,26 @@ def test_javascript_and_the_status_bar(editor):
     while not any("hindsight 100%" in item for item in editor.page("statusbar")["items"]):
         assert time.monotonic() < deadline, editor.page("statusbar")["items"]
         time.sleep(0.5)
+
+
+BAR = '.statusbar-item:has-text("hindsight")'
+
+
+def test_the_commands_from_the_palette(editor):
+    assert type_until_ghost(editor, "        return 2 * ").strip()
+    editor.page("press", key="Escape")
+    editor.page("command", title="Hindsight: Toggle Inline Completions")
+    editor.page("waitFor", selector=f"{BAR} .codicon-circle-slash")
+    shown = len([r for r in editor.rows() if r["decision"] == "show"])
+    editor.page("type", text="m", delay=120)
+    assert editor.page("ghost", timeout=4000)["text"] == ""  # off: nothing is asked for
+    assert len([r for r in editor.rows() if r["decision"] == "show"]) == shown
+    editor.page("press", key="Backspace")
+    editor.page("command", title="Hindsight: Toggle Inline Completions")
+    editor.page("waitFor", selector=f"{BAR} .codicon-sparkle")
+    editor.page("command", title="Hindsight: Show Statistics")
+    editor.page("waitFor", selector=".panel .monaco-editor .view-lines")
+    report = "\n".join(editor.page("text", selector=".panel .monaco-editor .view-lines")["texts"])
+    assert '"acceptance_rate"' in report, report[:500]  # the end of the report: the server's statistics
+    editor.page("command", title="Hindsight: Reload")
+    editor.page("waitFor", selector='.notifications-toasts :text("Hindsight reloaded")')
