@@ -32,7 +32,8 @@ def hindsight(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def refreshed(tmp_path_factory):
-    """(model, data dir): `hindsight refresh --model` run on the tiny Code Llama, into a data dir of its own."""
+    """(model, data dir, its JSON result): `hindsight refresh --model` run on the tiny Code Llama, into a data
+    dir of its own."""
     model = tiny_models.cached("codellama")
     data = tmp_path_factory.mktemp("data")
     pairs = data / "pairs.jsonl"
@@ -56,7 +57,7 @@ def test_refresh_trains_an_adapter_for_the_served_model_and_records_its_base(ref
     assert check_adapter(adapter, model) is None  # llama.cpp applies it to the model it was trained for
     store.promote(result["adapter"])
     assert current_adapter(data / "adapters", gguf_sha256(model)) == (adapter, None)
-    # ... and to no other: the embedded model's neighbour here is another tiny model.
+    # ... and to no other model (another tiny one here).
     other = tiny_models.cached("plain")
     path, problem = current_adapter(data / "adapters", gguf_sha256(other))
     assert path is None and "trained on another model" in problem
