@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -28,6 +29,13 @@ def run_tmp(prefix: str) -> Path:
 if "HINDSIGHT_DATA_DIR" not in os.environ:
     os.environ["HINDSIGHT_DATA_DIR"] = str(run_tmp("hindsight-test-data-"))
 DATA_DIR = Path(os.environ["HINDSIGHT_DATA_DIR"])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released) for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def rows(db: Path, sql: str, params=()) -> list[dict]:

@@ -5,7 +5,6 @@ and the embedded Gemma. No mocks: the server, the models and the sockets are rea
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import tiny_models
+from conftest import free_port
 from hindsight.engine.backend import BackendError, GenerationStats
 from hindsight.engine.engine import Engine, EngineConfig
 from hindsight.engine.profiles import named
@@ -32,11 +32,6 @@ def binary() -> Path:
         pytest.skip(f"no llama-server at {path} (`make llama-server` builds it)")
     return path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

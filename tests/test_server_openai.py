@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port
 
 from hindsight.engine.backend import BackendError, GenerationStats
 from hindsight.engine.servers import OpenAIBackend
@@ -25,14 +26,9 @@ PROMPT = "def add(a, b):\n    return"
 STORY = "# A long comment that goes on and on about nothing in particular\n#"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _start_server(model: Path, log_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = log_path.open("wb")
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
@@ -101,7 +97,7 @@ def backend(server) -> OpenAIBackend:
 
 
 def _closed_port_url() -> str:
-    return f"http://127.0.0.1:{_free_port()}"  # bound then released: nothing listens there
+    return f"http://127.0.0.1:{free_port()}"  # bound then released: nothing listens there
 
 
 def _never() -> bool:
