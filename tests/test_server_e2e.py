@@ -198,6 +198,58 @@ async def test_explicit_reject_and_what_the_user_wrote_instead(client: LanguageC
     assert (await eventually(lambda: request_row(rid)["actual_text"])) == "0.0  # zero-area shape"
 
 
+async def complete_selected(client: LanguageClient, typed: str, selected: str):
+    """A request with VS Code's suggest widget open: `typed` written at the area line's indent, `selected` the
+    widget's selected item (LSP 3.18 selectedCompletionInfo: its range is the word typed so far)."""
+    text, line, char = doc_with_cursor(AREA_LINE, "        " + typed)
+    uri = open_doc(client, text)
+    word = types.Range(start=types.Position(line=line, character=8), end=types.Position(line=line, character=char))
+    result = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=char),
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic,
+                selected_completion_info=types.SelectedCompletionInfo(range=word, text=selected),
+            ),
+        )
+    )
+    assert result and result.items, "the model should continue a return statement"
+    return uri, word, result.items[0]
+
+
+async def test_a_suggestion_continues_the_suggest_widgets_selected_item(client: LanguageClient):
+    uri, word, item = await complete_selected(client, "ret", "return")
+    # Drawn over the typed word from its start, beginning with the selected item, as VS Code requires for
+    # ghost text beside the widget; the log has the model's part, after the prompt with the item written.
+    assert item.range == word and item.insert_text.startswith("return") and len(item.insert_text) > len("return")
+    rid = item_id(item)
+    row = request_row(rid)
+    assert row["prefix"].endswith("        return") and row["completion"] == item.insert_text[len("return"):]
+    # Accepting it (the client replaces the typed word with the item) and partial accepts count in that part.
+    client.protocol.notify("hindsight/didPartiallyAccept", {"id": rid, "acceptedLength": len("return") + 1})
+    assert (await eventually(lambda: request_row(rid)["outcome"])) == "partial"
+    assert request_row(rid)["accepted_length"] == 1
+    edit(client, uri, word.start.line, 8, item.insert_text, end=(word.end.line, word.end.character))
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=item.command.command, arguments=item.command.arguments)
+    )
+    assert (await eventually(lambda: request_row(rid)["outcome"] == "accepted"))
+    assert request_row(rid)["outcome_reason"] == "command"
+
+
+async def test_what_was_written_instead_of_a_suggestion_that_continued_a_selected_item(client: LanguageClient):
+    uri, word, item = await complete_selected(client, "re", "return")
+    rid = item_id(item)
+    client.protocol.notify("hindsight/didReject", {"id": rid, "reason": "dismissed"})
+    assert (await eventually(lambda: request_row(rid)["outcome"])) == "rejected"
+    # The user writes the item and their own expression, then leaves the line: the log keeps what follows
+    # the item (the logged prompt ends with it).
+    edit(client, uri, word.start.line, word.end.character, "turn 0.0")
+    edit(client, uri, word.start.line + 2, 0, "\n")
+    assert (await eventually(lambda: request_row(rid)["actual_text"])) == " 0.0"
+
+
 async def test_typing_over_a_suggestion_rejects_it(client: LanguageClient):
     uri, line, char, item = await get_suggestion(client)
     rid = item_id(item)

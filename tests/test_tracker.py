@@ -99,6 +99,23 @@ def test_what_the_user_wrote_instead_is_read_when_they_leave_the_line(store):
     assert store.get_request(rid)["actual_text"] == "42"
 
 
+def test_what_was_written_after_a_selected_item_is_read_after_it(store):
+    """A suggestion that continued the client's selected item ("return", over the typed "re"): the log's
+    prompt ends with the item, so what the user wrote is kept from after it, and only when they wrote it."""
+    t = OutcomeTracker(store)
+    doc = Doc(t, "def f():\n    re\n\nz = 1")
+    for rid, typed in (("r1", "turn 42"), ("r2", "sult = 1")):
+        store.insert_request({"id": rid, "uri": URI, "decision": "show", "completion": " None"})
+        t.new_request(URI, None)
+        t.shown(URI, rid, (1, 4), "return None", lead="return")
+        t.rejected_by_client(rid, "dismissed")
+        doc.type((1, 6), typed)
+        doc.type((3, 0), "\n")  # the user left the line
+        doc.edit((1, 6), (1, 6 + len(typed)), "")
+    assert store.get_request("r1")["actual_text"] == " 42"
+    assert store.get_request("r2")["actual_text"] is None
+
+
 def test_accepted_text_persistence(store):
     t = OutcomeTracker(store)
     doc = Doc(t, "a = \nb = 2")

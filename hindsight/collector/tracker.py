@@ -70,8 +70,9 @@ def similarity(a: str, b: str) -> float:
 class Live:
     id: str
     pos: Pos
-    text: str
+    text: str  # as drawn from `pos`: the lead, then the model's completion
     passed: list[str] = field(default_factory=list)  # alternatives shown before it, cycled past
+    lead: str = ""  # the client's selected completion item the suggestion continues (drawn first)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Rejected:
     pos: Pos
     n_lines: int
     since: float
+    lead: str = ""
 
 
 @dataclass
@@ -113,8 +115,10 @@ class OutcomeTracker:
         else:
             self._reject(uri, live, "superseded")
 
-    def shown(self, uri: str, id: str, pos: Pos, text: str) -> None:
-        self.live[uri] = Live(id, pos, text)
+    def shown(self, uri: str, id: str, pos: Pos, text: str, lead: str = "") -> None:
+        """`text` is drawn at `pos`; it begins with `lead` when the suggestion continues the item selected
+        in the client's suggest widget (the log's completion is the rest)."""
+        self.live[uri] = Live(id, pos, text, lead=lead)
 
     def switched(self, uri: str, id: str, text: str) -> None:
         """The user cycled to another suggestion for the same place. The ones cycled past are rejected
@@ -123,7 +127,7 @@ class OutcomeTracker:
         if live is None or live.id == id:
             return
         passed = [other for other in [*live.passed, live.id] if other != id]
-        self.live[uri] = Live(id, live.pos, text, passed)
+        self.live[uri] = Live(id, live.pos, text, passed, live.lead)
 
     # -- what the client told us ----------------------------------------------------------------------
     def accepted_by_client(self, id: str) -> str | None:
@@ -231,7 +235,7 @@ class OutcomeTracker:
         self._reject_passed(live)
         if self._outcome(live.id, "rejected", reason):
             self.rejected.setdefault(uri, []).append(
-                Rejected(live.id, live.pos, live.text.count("\n") + 1, self.clock())
+                Rejected(live.id, live.pos, live.text.count("\n") + 1, self.clock(), live.lead)
             )
 
     def _accept(self, uri: str, live: Live, reason: str) -> None:
@@ -246,4 +250,6 @@ class OutcomeTracker:
             return
         end = min(len(lines) - 1, r.pos[0] + r.n_lines - 1)
         written = text_between(lines, r.pos, (end, len(lines[end])))
-        self.store.record_actual_text(r.id, written)
+        if not written.startswith(r.lead):
+            return  # the selected item was not written either: the text does not follow the logged prompt
+        self.store.record_actual_text(r.id, written[len(r.lead) :])

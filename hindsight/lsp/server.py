@@ -25,7 +25,7 @@ from pygls.uris import to_fs_path
 
 from hindsight import __version__
 from hindsight.lsp.protocol import HindsightProtocol
-from hindsight.pipeline.pipeline import Pipeline, Stale
+from hindsight.pipeline.pipeline import Lead, Pipeline, Stale
 from hindsight.request import CompletionRequest
 from hindsight.syntax import SOURCE_EXTENSIONS, normalize_language
 
@@ -191,15 +191,25 @@ class HindsightServer(LanguageServer):
                 f"character {pos.character} is past the end of line {pos.line} ({line_units} units)"
             )
         server_pos = doc.position_codec.position_from_client_units(lines, pos)
+        cursor = (server_pos.line, server_pos.character)
+        selected = params.context.selected_completion_info
+        replaced = self.replaced(lines, cursor, selected, doc.position_codec) if selected else None
+        lead = Lead(replaced[0], selected.text) if replaced else None
+        prompt_text, prompt_lines = text, lines
+        if replaced:  # complete the document as if the selected item were written
+            (line, start), (_, end) = replaced
+            prompt_lines = [*lines[:line], lines[line][:start] + selected.text + lines[line][end:], *lines[line + 1 :]]
+            prompt_text = "\n".join(prompt_lines)
+            cursor = (line, start + len(selected.text))
         req = CompletionRequest(
             uri=uri,
-            text=text,
-            line=server_pos.line,
-            character=server_pos.character,
+            text=prompt_text,
+            line=cursor[0],
+            character=cursor[1],
             language=normalize_language(doc.language_id, uri),
             path=self.display_path(uri),
             repo=Path(self.workspace.root_path).name if self.workspace.root_path else "",
-            lines=lines,
+            lines=prompt_lines,
         )
 
         def current() -> bool:  # the document is as the request has it (polled on the model worker)
@@ -209,21 +219,38 @@ class HindsightServer(LanguageServer):
         # Asked for explicitly (a key, not typing): alternatives to cycle through, at their extra cost.
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         try:
-            suggestions = await self.pipeline.complete(req, invoked=invoked, received=received, current=current)
+            suggestions = await self.pipeline.complete(req, invoked=invoked, received=received, current=current,
+                                                       lead=lead)
         except Stale as exc:
             raise JsonRpcContentModified(str(exc)) from None
         if suggestions is None:
             return None
+        # With a lead the items replace the selected item's range, as the suggest widget would.
+        drawn = selected.range if lead is not None else types.Range(start=pos, end=pos)
         return types.InlineCompletionList(
             items=[
                 types.InlineCompletionItem(
                     insert_text=s.text,
-                    range=types.Range(start=pos, end=pos),
+                    range=drawn,
                     command=types.Command(title="Accept", command=ACCEPT, arguments=[{"id": s.id}]),
                 )
                 for s in suggestions
             ]
         )
+
+    @staticmethod
+    def replaced(lines: list[str], cursor: tuple[int, int], selected: types.SelectedCompletionInfo,
+                 codec) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """Where the suggest widget's selected item goes, in the server's units: its range, when that is on
+        the cursor's line and holds the cursor (VS Code sends the word typed so far, from its start to the
+        cursor) and the item is one line; else None, and the request is completed as if none were selected."""
+        start, end = selected.range.start, selected.range.end
+        if not (start.line == end.line == cursor[0] and start.character <= end.character) or "\n" in selected.text:
+            return None
+        start, end = (codec.position_from_client_units(lines, p) for p in (start, end))
+        if not start.character <= cursor[1] <= end.character:
+            return None
+        return (start.line, start.character), (end.line, end.character)
 
 
 server = HindsightServer()

@@ -65,6 +65,15 @@ class Suggestion:
     text: str
 
 
+@dataclass(frozen=True)
+class Lead:
+    """The item selected in the client's suggest widget (LSP's `selectedCompletionInfo`): the request's
+    document has `text` written from `start` (it replaces what the user typed of it there), and every
+    suggestion is drawn from `start`, beginning with `text`, so that it continues the selected item."""
+    start: tuple[int, int]  # (line, character) in the real document
+    text: str
+
+
 class Notices:
     """Messages for the user, each told once per key, safe from any thread. `sink(message, level)` shows
     one (the server: window/showMessage); levels are 'error', 'warning' and 'info'. While a reload runs on
@@ -145,6 +154,7 @@ class Pipeline:
         self.live: LiveIndex | None = None
         self.index_stats = None
         self.choices: dict[str, dict[str, str]] = {}  # uri → id → text of the last items returned there
+        self.leads: dict[str, int] = {}  # uri → the length of the lead those items begin with
         self.served = 0
         self.session_id = uuid.uuid4().hex[:16]  # this run of the server: one of the user's sessions
         self._inflight: threading.Event | None = None
@@ -276,13 +286,14 @@ class Pipeline:
 
     # -- one request ----------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest, *, invoked: bool, received: float,
-                       current: Callable[[], bool]) -> list[Suggestion] | None:
+                       current: Callable[[], bool], lead: Lead | None = None) -> list[Suggestion] | None:
         """The suggestions for `req`: a list (empty when there is nothing to show or the gate withheld
         it), or None (a language that is off, no model, or superseded by a newer request). `current()`
         says whether the document is still as `req` has it (polled on the model worker, so it must be
         cheap and thread-safe); `invoked`: the user asked (alternatives are made), rather than typed.
         Raises `Stale` when the document changed meanwhile; asyncio.CancelledError is recorded and
-        passed on. Sets the request's `request_id`, `cancelled` and `admit`."""
+        passed on. Sets the request's `request_id`, `cancelled` and `admit`. With a `lead`, `req` is the
+        document as if the lead were written, and each suggestion's text begins with the lead's."""
         if req.language not in self.options.languages:
             return None
         if self._inflight is not None:
@@ -323,13 +334,16 @@ class Pipeline:
         self.served += 1
         if decision != "show":
             return []
-        self.tracker.shown(req.uri, req.request_id, (req.line, req.character), completion.text)
-        choices = {req.request_id: completion.text}
+        head = lead.text if lead else ""
+        start = lead.start if lead else (req.line, req.character)
+        self.tracker.shown(req.uri, req.request_id, start, head + completion.text, lead=head)
+        choices = {req.request_id: head + completion.text}
         for alt in alternatives:
             alt_req = dataclasses.replace(req, request_id=uuid.uuid4().hex[:16])
             self._record(alt_req, alt, "alternative", received, alternative_of=req.request_id)
-            choices[alt_req.request_id] = alt.text
+            choices[alt_req.request_id] = head + alt.text
         self.choices[req.uri] = choices
+        self.leads[req.uri] = len(head)
         return [Suggestion(id, text) for id, text in choices.items()]
 
     def _generate(self, req: CompletionRequest, received: float, n_alternatives: int, gate: GateRun):
@@ -438,8 +452,12 @@ class Pipeline:
             log.exception("persistence check failed")
 
     def partially_accepted(self, request_id: str, length: int) -> None:
+        """`length`: how much of the item's text the user took; the log counts it in the model's
+        completion, after the lead (a partial accept within the lead took the selected item only)."""
         self.event("partial_accept", request_id, {"id": request_id, "acceptedLength": length})
-        self.tracker.partially_accepted(request_id, length)
+        lead = next((self.leads.get(uri, 0) for uri, choices in self.choices.items() if request_id in choices), 0)
+        if length > lead:
+            self.tracker.partially_accepted(request_id, length - lead)
 
     def rejected(self, request_id: str, reason: str | None) -> None:
         reason = reason if reason in REJECT_REASONS else "dismissed"

@@ -17,6 +17,8 @@ class Hindsight implements vscode.Disposable {
   private provider: vscode.Disposable | undefined;
   private hooks = false;
   private status: ServerStatus | undefined;
+  /** The document last typed in while the server was not running: VS Code asks again only at the next key. */
+  private typedBeforeRunning: string | undefined;
   private serverError: string | undefined;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private lifecycle: Promise<void> = Promise.resolve();
@@ -38,9 +40,10 @@ class Hindsight implements vscode.Disposable {
       vscode.commands.registerCommand('hindsight.toggle', () => this.toggle()),
       vscode.commands.registerCommand('hindsight.reload', () => this.reload()),
       vscode.commands.registerCommand('hindsight.showStats', () => this.showStats()),
-      vscode.workspace.onDidChangeTextDocument((e) =>
-        this.tracker.documentChanged(e.document.uri.toString(), e.contentChanges),
-      ),
+      vscode.workspace.onDidChangeTextDocument((e) => {
+        this.tracker.documentChanged(e.document.uri.toString(), e.contentChanges);
+        if (e.contentChanges.length > 0 && !this.client?.isRunning()) this.typedBeforeRunning = e.document.uri.toString();
+      }),
       vscode.window.onDidChangeTextEditorSelection((e) => {
         const [first] = e.selections;
         if (first) this.tracker.cursorMoved(e.textEditor.document.uri.toString(), first.active, e.selections.length === 1 && first.isEmpty);
@@ -84,8 +87,10 @@ class Hindsight implements vscode.Disposable {
     client.onDidChangeState(({ newState }) => {
       if (client !== this.client) return; // a client being replaced by restart()
       this.serverError = newState === State.Stopped ? 'the server stopped (Hindsight: Reload restarts it)' : undefined;
-      if (newState === State.Running) void this.refresh();
-      else this.render();
+      if (newState === State.Running) {
+        this.askAgain();
+        void this.refresh();
+      } else this.render();
     });
     const registration = registerProvider(documentFilters(user), {
       client: () => this.client,
@@ -99,6 +104,16 @@ class Hindsight implements vscode.Disposable {
     } catch (error) {
       this.serverError = message(error);
       this.render();
+    }
+  }
+
+  /** Asks for a suggestion where the user typed while the server was starting (they are waiting for one). */
+  private askAgain(): void {
+    const uri = this.typedBeforeRunning;
+    this.typedBeforeRunning = undefined;
+    const editor = vscode.window.activeTextEditor;
+    if (uri !== undefined && enabled() && editor?.document.uri.toString() === uri) {
+      void vscode.commands.executeCommand('editor.action.inlineSuggest.trigger');
     }
   }
 

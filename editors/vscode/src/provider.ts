@@ -58,13 +58,18 @@ export async function provide(
   // A null answer (language off, error, cancelled on the server) is no new result: nothing is superseded.
   if (result === undefined || token.isCancellationRequested) return undefined;
   const items = Array.isArray(result) ? result : result.items;
+  // Items that continue the suggest widget's selected item replace the word typed so far: they start there.
+  const range = items[0]?.range;
+  const lead = range !== undefined && range.start.line === position.line && range.start.character < position.character;
+  const start = lead ? range.start : position;
   deps.tracker.served(
     document.uri.toString(),
-    { line: position.line, character: position.character },
+    { line: start.line, character: start.character },
     items.flatMap((item) => {
       const id = suggestionId(item);
       return id !== undefined && typeof item.insertText === 'string' ? [{ id, insertText: item.insertText }] : [];
     }),
+    lead ? document.lineAt(position.line).text.slice(start.character, position.character) : '',
   );
   return result;
 }

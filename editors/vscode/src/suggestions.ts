@@ -60,9 +60,13 @@ export class SuggestionTracker {
     private readonly hooks: () => boolean,
   ) {}
 
-  /** A completion result for `uri` at `start`; it replaces whatever was live before. */
-  served(uri: string, start: Position, items: readonly ServedItem[]): void {
-    this.live = { uri, start, items, current: undefined, written: '', partial: new Map() };
+  /**
+   * A completion result for `uri` drawn from `start`; it replaces whatever was live before. `written`: the
+   * text from `start` to the cursor, when the items replace it (they continue the suggest widget's
+   * selected item, which begins with or replaces the word typed so far).
+   */
+  served(uri: string, start: Position, items: readonly ServedItem[], written = ''): void {
+    this.live = { uri, start, items, current: undefined, written, partial: new Map() };
     const first = items[0];
     if (first && !this.hooks()) this.shown(first.id);
   }

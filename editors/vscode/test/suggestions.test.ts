@@ -50,6 +50,19 @@ describe('stable VS Code (no proposed hooks)', () => {
     assert.deepEqual(sent.map(([m]) => m), ['hindsight/didShow']);
   });
 
+  test('an item that continues the selected suggest item starts at the typed word: accepting it is no typing over', () => {
+    // "ret" typed at AT, the suggest widget's "return" selected: the item replaces "ret" from AT.
+    tracker.served(URI, AT, [{ id: 'a', insertText: 'return x' }], 'ret');
+    tracker.cursorMoved(URI, pos(3, 7), true);
+    tracker.documentChanged(URI, [insert(pos(3, 7), 'u')]);
+    tracker.documentChanged(URI, [{ range: { start: AT, end: pos(3, 8) }, text: 'return x' }]);
+    tracker.accepted('a');
+    assert.deepEqual(sent.map(([m]) => m), ['hindsight/didShow']);
+    tracker.served(URI, AT, [{ id: 'b', insertText: 'return y' }], 'ret');
+    tracker.documentChanged(URI, [insert(pos(3, 7), 'i')]);
+    assert.deepEqual(sent.slice(2), [['hindsight/didReject', { id: 'b', reason: 'typed_over' }]]);
+  });
+
   test('typing along keeps it alive; typing something else rejects it as typed_over, once', () => {
     tracker.served(URI, AT, [{ id: 'a', insertText: 'return x' }]);
     tracker.documentChanged(URI, [insert(AT, 'r')]);
