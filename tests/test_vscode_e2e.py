@@ -281,9 +281,6 @@ def test_the_commands_from_the_palette(editor):
     editor.page("waitFor", selector='.notifications-toasts :text("Hindsight reloaded")')
 
 
-@pytest.mark.xfail(strict=True, reason="found in the real editor, not yet fixed: the status bar turns to an error "
-                   "once the language client gives up restarting the server, but no notification appears, and the "
-                   "server's own reason is only in the Hindsight output")
 def test_a_server_that_fails_to_start_is_one_clear_message(tmp_path):
     failing = [sys.executable, "-c", "import sys; sys.exit('hindsight: no model at /nowhere/model.gguf')"]
     ed = Editor(need_editor(), tmp_path, proposed=True, server=failing)

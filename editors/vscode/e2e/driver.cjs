@@ -8,8 +8,11 @@ const readline = require('node:readline');
 const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
 const EDITOR = '.editor-group-container .monaco-editor';
-// Ghost text: the rest of the cursor's line, and the lines below it when the suggestion has more.
-const GHOST = `${EDITOR} .ghost-text-decoration, ${EDITOR} .ghost-text`;
+// Ghost text: the rest of the cursor's line, and the lines below it when the suggestion has more. Beside the
+// suggest widget, the selected item's rest is drawn as `.ghost-text-decoration` and the inline suggestion's
+// own text after it as `.ghost-text-decoration-preview`.
+const INLINE = `${EDITOR} .ghost-text-decoration, ${EDITOR} .ghost-text-decoration-preview`;
+const GHOST = `${INLINE}, ${EDITOR} .ghost-text`;
 
 let browser;
 let page;
@@ -53,9 +56,11 @@ async function run(cmd) {
       }
       await page.waitForTimeout(200);  // the lines below the first are drawn a moment later
       // The rest of the line comes in spans (one per token colour); each line below is a view line.
-      const inline = (await page.locator(`${EDITOR} .ghost-text-decoration`).allTextContents()).join('');
+      const inline = (await page.locator(INLINE).allTextContents()).join('');
       const below = await page.locator(`${EDITOR} .ghost-text .view-line`).allTextContents();
-      return { text: [inline, ...below].join('\n').replace(/\u00a0/g, ' ') };
+      const preview = (await page.locator(`${EDITOR} .ghost-text-decoration-preview`).allTextContents()).join('');
+      const text = (parts) => parts.join('\n').replace(/\u00a0/g, ' ');
+      return { text: text([inline, ...below]), beyondWidget: text([preview]) };
     }
     case 'suggestWidget':  // whether VS Code's own suggest widget is open
       return { visible: await page.locator('.editor-widget.suggest-widget.visible').count() > 0 };
@@ -73,6 +78,8 @@ async function run(cmd) {
       return {};
     case 'text':  // the text of the elements matching a selector
       return { texts: await page.locator(cmd.selector).allInnerTexts() };
+    case 'html':  // debugging: the outer HTML of the first element matching a selector
+      return { html: await page.locator(cmd.selector).first().evaluate((e) => e.outerHTML) };
     case 'statusbar':  // the status bar's items' texts
       return { items: await page.locator('.statusbar-item').allInnerTexts() };
     case 'notifications':

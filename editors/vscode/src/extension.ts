@@ -10,6 +10,7 @@ import { DID_REJECT, SuggestionTracker } from './suggestions';
 const REFRESH_MS = 30_000;
 const REFRESH_AFTER_OUTCOME_MS = 1_000; // lets the server record the outcome first
 const EXIT_WAIT_MS = 3_000; // the client kills a server still running 2 s after stop()
+const STDERR_WAIT_MS = 1_000; // for the last words of a server that failed
 
 /** Owns the client, the inline completion provider, the commands and the status bar. */
 class Hindsight implements vscode.Disposable {
@@ -17,6 +18,7 @@ class Hindsight implements vscode.Disposable {
   private provider: vscode.Disposable | undefined;
   private hooks = false;
   private status: ServerStatus | undefined;
+  private readonly told = new WeakSet<HindsightClient>(); // clients whose failure the user has been told of
   /** The document last typed in while the server was not running: VS Code asks again only at the next key. */
   private typedBeforeRunning: string | undefined;
   private serverError: string | undefined;
@@ -84,13 +86,16 @@ class Hindsight implements vscode.Disposable {
     const user = userSettings();
     const client = createClient(user);
     this.client = client;
+    let starting = true;
     client.onDidChangeState(({ newState }) => {
       if (client !== this.client) return; // a client being replaced by restart()
-      this.serverError = newState === State.Stopped ? 'the server stopped (Hindsight: Reload restarts it)' : undefined;
+      this.serverError = undefined;
       if (newState === State.Running) {
         this.askAgain();
         void this.refresh();
       } else this.render();
+      // A failed start is told where start() fails; a server that stopped, once the client gives up on it.
+      if (newState === State.Stopped && !starting) void this.failed(client, 'stopped', 'it stopped');
     });
     const registration = registerProvider(documentFilters(user), {
       client: () => this.client,
@@ -102,9 +107,26 @@ class Hindsight implements vscode.Disposable {
     try {
       await client.start();
     } catch (error) {
-      this.serverError = message(error);
-      this.render();
+      await this.failed(client, 'could not start', message(error));
+    } finally {
+      starting = false;
     }
+  }
+
+  /**
+   * Tells the user, once, that the server of `client` failed, in the server's own words when it left any on
+   * stderr (else `fallback`), and shows it in the status bar. A server the client restarts is not failed.
+   */
+  private async failed(client: HindsightClient, what: 'stopped' | 'could not start', fallback: string): Promise<void> {
+    const reason = (await client.stderr.reason(STDERR_WAIT_MS)) ?? fallback;
+    const down = client.state === State.Stopped || client.state === State.StartFailed;
+    if (client !== this.client || !down || this.told.has(client)) return;
+    this.told.add(client);
+    this.serverError = `${reason} (Hindsight: Reload starts it again)`;
+    this.render();
+    const choice = await vscode.window.showErrorMessage(`Hindsight: the server ${what}: ${reason}`, 'Show Output', 'Reload');
+    if (choice === 'Show Output') client.outputChannel.show(true);
+    else if (choice === 'Reload') await this.reload();
   }
 
   /** Asks for a suggestion where the user typed while the server was starting (they are waiting for one). */

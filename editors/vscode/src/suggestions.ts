@@ -9,7 +9,9 @@
 //   accepted() (the item's hindsight.accept command ran), documentChanged(), cursorMoved(),
 //   editorChanged(), dismissed() (our Escape keybinding).
 // Without the hooks (`hooks` false) a served list counts as shown at once, since VS Code shows the first
-// item of a non-empty result (cycling to the server's alternatives is then invisible to us). Only the item
+// item of a non-empty result (cycling to the server's alternatives is then invisible to us), and one edit
+// that writes several characters of it at once (not only whitespace) and not all of it counts as a partial
+// accept (VS Code's accept-word, or a paste of them), of all it has written so far. Only the item
 // on screen is ever rejected. A suggestion superseded by a newer result is not reported: the server sees
 // the new request and marks the old one superseded (or continued, when it served the typed-ahead rest).
 
@@ -125,6 +127,9 @@ export class SuggestionTracker {
     live.written = written;
     // Typed or inserted in full: accepted (its command follows) or written by hand; either way not rejected.
     if (live.items.some((i) => i.insertText === written)) this.live = undefined;
+    else if (!this.hooks() && live.current !== undefined && changes[0]!.text.trim().length > 1) {
+      this.partiallyAccepted(live.current, written.length);
+    }
   }
 
   /** The cursor of the active editor on `uri`; `empty` is false when text is selected. */

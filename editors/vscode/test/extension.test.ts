@@ -179,12 +179,20 @@ test('Reload asks a running server to reload and says which model it has', async
   assert.deepEqual(state.messages, ['Hindsight reloaded: gemma-3-270m']);
 });
 
-test('a server that cannot start shows the error state; Reload starts it once it can', async () => {
+test('a server that cannot start is one message, in its own words, and the error state; Reload starts it once it can', async () => {
   const script = path.join(dir, 'hindsight-server');
+  fs.writeFileSync(script, '#!/bin/sh\necho "loading the model" >&2\necho "hindsight: no model at /nowhere.gguf" >&2\nexit 1\n', { mode: 0o755 });
   setSetting('hindsight.serverCommand', [script]);
   await extension.activate(context);
   assert.equal(bar().text, '$(error) hindsight');
-  assert.match(bar().tooltip!, /not running/);
+  assert.match(bar().tooltip!, /not running: hindsight: no model at \/nowhere.gguf/);
+  assert.deepEqual(state.messages, ['Hindsight: the server could not start: hindsight: no model at /nowhere.gguf']);
+
+  fs.rmSync(script);
+  state.messages.length = 0;
+  await command('hindsight.reload');
+  assert.equal(state.messages.length, 1);
+  assert.match(state.messages[0]!, /^Hindsight: the server could not start: .*ENOENT/);
 
   fs.writeFileSync(script, `#!/bin/sh\nexec ${serverCommand().map((a) => `'${a}'`).join(' ')}\n`, { mode: 0o755 });
   await command('hindsight.reload');

@@ -20,6 +20,9 @@ beforeEach(() => {
 
 const insert = (at: Position, text: string): Change => ({ range: { start: at, end: at }, text });
 const pos = (line: number, character: number): Position => ({ line, character });
+/** Typing `text` at `at` on one line, a key (one change) at a time. */
+const typeAt = (at: Position, text: string) =>
+  [...text].forEach((c, i) => tracker.documentChanged(URI, [insert(pos(at.line, at.character + i), c)]));
 
 describe('stable VS Code (no proposed hooks)', () => {
   test('a served item counts as shown once', () => {
@@ -44,7 +47,7 @@ describe('stable VS Code (no proposed hooks)', () => {
 
   test("VS Code's accept edit (typed text replaced by the whole insert text) is not typing over", () => {
     tracker.served(URI, AT, [{ id: 'a', insertText: 'return x' }]);
-    tracker.documentChanged(URI, [insert(AT, 're')]);
+    typeAt(AT, 're');
     tracker.documentChanged(URI, [{ range: { start: AT, end: pos(3, 6) }, text: 'return x' }]);
     tracker.accepted('a');
     assert.deepEqual(sent.map(([m]) => m), ['hindsight/didShow']);
@@ -63,6 +66,20 @@ describe('stable VS Code (no proposed hooks)', () => {
     assert.deepEqual(sent.slice(2), [['hindsight/didReject', { id: 'b', reason: 'typed_over' }]]);
   });
 
+  test('a word of it written at once (accept-word) is a partial accept of all written so far; typing is not', () => {
+    tracker.served(URI, AT, [{ id: 'a', insertText: 'return self.x' }]);
+    tracker.documentChanged(URI, [insert(AT, 'r')]);
+    tracker.documentChanged(URI, [insert(pos(3, 5), 'eturn')]);
+    tracker.documentChanged(URI, [insert(pos(3, 10), ' ')]);
+    tracker.documentChanged(URI, [insert(pos(3, 11), 'self')]);
+    tracker.documentChanged(URI, [insert(pos(3, 15), '.x')]); // the rest: done, no partial
+    assert.deepEqual(sent, [
+      ['hindsight/didShow', { id: 'a' }],
+      ['hindsight/didPartiallyAccept', { id: 'a', acceptedLength: 6 }],
+      ['hindsight/didPartiallyAccept', { id: 'a', acceptedLength: 11 }],
+    ]);
+  });
+
   test('typing along keeps it alive; typing something else rejects it as typed_over, once', () => {
     tracker.served(URI, AT, [{ id: 'a', insertText: 'return x' }]);
     tracker.documentChanged(URI, [insert(AT, 'r')]);
@@ -79,7 +96,7 @@ describe('stable VS Code (no proposed hooks)', () => {
 
   test('typing along over a line break, in a CRLF document', () => {
     tracker.served(URI, AT, [{ id: 'a', insertText: 'if x:\n    y' }]);
-    tracker.documentChanged(URI, [insert(AT, 'if x:')]);
+    typeAt(AT, 'if x:');
     tracker.documentChanged(URI, [insert(pos(3, 9), '\r\n')]);
     tracker.cursorMoved(URI, pos(4, 0), true);
     tracker.documentChanged(URI, [insert(pos(4, 0), '    ')]);
