@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -45,17 +46,17 @@ function multiply(a, b) {
 
 
 def need_editor() -> Path:
-    """The test editor `make vscode-e2e` built, where HINDSIGHT_VSCODE_E2E says (these tests are not yet part
-    of `make test`: they run when it is set)."""
+    """The test editor `make vscode-e2e` built (`make test` builds it first and says where in
+    HINDSIGHT_VSCODE_E2E); a skip that says why when there is none."""
     if not os.environ.get("HINDSIGHT_VSCODE_E2E"):
-        pytest.skip("set HINDSIGHT_VSCODE_E2E to the editor `make vscode-e2e` builds (not yet part of make test)")
+        pytest.skip("HINDSIGHT_VSCODE_E2E is not set: `make test` sets it to the editor `make vscode-e2e` builds")
     root = Path(os.environ["HINDSIGHT_VSCODE_E2E"]).expanduser()
     for path in (root / "node" / "bin" / "node", root / "code-server" / "node_modules" / ".bin" / "code-server",
                  root / "driver" / "node_modules" / "playwright-core", Path("/usr/bin/chromium")):
         if not path.exists():
-            pytest.skip(f"no {path}: `make vscode-e2e` builds the test editor (it needs the npm and Debian registries)")
+            pytest.skip(f"no {path}: `make vscode-e2e` did not build the test editor (it needs the npm and Debian "
+                        f"registries; its log: {root.parent / 'vscode-e2e.log'})")
     return root
-
 
 
 class Driver:
@@ -84,21 +85,21 @@ class Driver:
 
 
 class Editor:
-    """code-server with the extension installed, on a workspace of its own, and a browser on it."""
+    """code-server with the extension installed, on a workspace of its own, and a browser on it. VS Code's
+    settings are its defaults (quick suggestions and word-based suggestions on), less what keeps the
+    window quiet (no AI chat, no welcome page, no tips or update checks)."""
 
-    def __init__(self, root: Path, work: Path, *, proposed: bool, settings: dict | None = None,
-                 server: list[str] | None = None):
+    def __init__(self, root: Path, work: Path, *, proposed: bool, server: list[str] | None = None):
         self.work = work
         self.folder = work / "project"
         self.folder.mkdir(parents=True)
-        (self.folder / "shapes.py").write_text(PY_FILE)
-        (self.folder / "arith.js").write_text(JS_FILE)
         self.db = work / "hindsight.db"
         user = work / "user-data"
         (user / "User").mkdir(parents=True)
         (user / "User" / "settings.json").write_text(json.dumps({
             "chat.disableAIFeatures": True,
             "workbench.startupEditor": "none",
+            "workbench.secondarySideBar.defaultVisibility": "hidden",
             "workbench.tips.enabled": False,
             "security.workspace.trust.enabled": False,
             "telemetry.telemetryLevel": "off",
@@ -106,7 +107,6 @@ class Editor:
             "extensions.autoUpdate": False,
             "files.autoSave": "afterDelay",
             "files.autoSaveDelay": 200,
-            **(settings or {}),
         }))
         # The server command is a machine setting: in a remote window (code-server is one) VS Code reads it
         # from the machine's settings, not the user's.
@@ -141,21 +141,41 @@ class Editor:
         self.page = Driver(root, work / "driver.log")
         self.page("goto", url=self.url)
 
-    def rows(self) -> list[dict]:
-        """The log's requests, oldest first (read-only; the server keeps writing)."""
+    def open(self, name: str, text: str) -> None:
+        """Write a new file into the workspace, open it, and put the cursor at its end."""
+        (self.folder / name).write_text(text)
+        self.page("press", key="Escape")
+        self.page("open", file=name)
+        self.page("press", key="Control+End")
+
+    def text(self, name: str) -> str:
+        """The file as saved (auto-save is on), once it has stopped changing."""
+        path, before = self.folder / name, None
+        while (now := path.read_text()) != before:
+            before = now
+            time.sleep(0.6)
+        return now
+
+    def rows(self, name: str | None = None) -> list[dict]:
+        """The log's requests (for one file, when named), oldest first; read-only, the server keeps writing."""
         if not self.db.exists():
             return []
         with sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True) as conn:
             conn.row_factory = sqlite3.Row
-            return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY created_at")]
+            rows = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY created_at")]
+        return [r for r in rows if name is None or r["uri"].endswith("/" + name)]
 
-    def shown(self, timeout: float = 10) -> dict:
-        """The last suggestion the log says was shown, once its outcome is recorded."""
+    def events(self, request_id: str) -> list[str]:
+        with sqlite3.connect(f"{self.db.as_uri()}?mode=ro", uri=True) as conn:
+            return [k for (k,) in conn.execute("SELECT kind FROM events WHERE request_id = ? ORDER BY id", [request_id])]
+
+    def shown(self, name: str, timeout: float = 10) -> dict:
+        """The last suggestion the log says was shown in `name`, once its outcome is recorded."""
         deadline = time.monotonic() + timeout
         while True:
-            rows = [r for r in self.rows() if r["decision"] == "show"]
+            rows = [r for r in self.rows(name) if r["decision"] == "show"]
             if rows and rows[-1]["outcome"] or time.monotonic() > deadline:
-                assert rows and rows[-1]["outcome"], [(r["completion"], r["decision"], r["outcome"]) for r in self.rows()][-5:]
+                assert rows and rows[-1]["outcome"], [(r["completion"], r["decision"], r["outcome"]) for r in self.rows(name)][-5:]
                 return rows[-1]
             time.sleep(0.2)
 
@@ -181,31 +201,22 @@ def vsix(work: Path) -> Path:
     return _VSIX[0]
 
 
-@pytest.fixture(params=[True, False], ids=["proposed-api", "stable-api"])
-def editor(request, tmp_path):
-    root = need_editor()
-    quiet = {"editor.quickSuggestions": {"other": False, "comments": False, "strings": False},
-             "editor.wordBasedSuggestions": "off"}
-    ed = Editor(root, tmp_path, proposed=request.param, settings=quiet)
+@pytest.fixture(scope="module", params=[True, False], ids=["proposed-api", "stable-api"])
+def editor(request, tmp_path_factory):
+    """One editor per mode for the module's tests, each test in files of its own."""
+    work = tmp_path_factory.mktemp("vscode-proposed" if request.param else "vscode-stable")
+    ed = Editor(need_editor(), work, proposed=request.param)
     yield ed
     ed.close()
-    shutil.rmtree(tmp_path / "data", ignore_errors=True)
+    shutil.rmtree(work / "data", ignore_errors=True)
 
 
-def type_until_ghost(ed: Editor, text: str, file: str = "shapes.py") -> str:
-    """Open `file`, wait for the server, type `text` at the end, and return the ghost text drawn. What is
-    typed while the server starts gets no suggestion, and none comes once it runs until the next
-    keystroke: so a space is typed and taken back until the log holds a request."""
-    ed.page("open", file=file)
-    ed.page("press", key="Control+End")
-    deadline = time.monotonic() + 90
-    while not ed.rows():
-        assert time.monotonic() < deadline, "no request reached the server in 90 s"
-        ed.page("type", text=" ")
-        ed.page("press", key="Backspace")
-        time.sleep(1)
+def type_until_ghost(ed: Editor, name: str, text: str, body: str = PY_FILE) -> str:
+    """Open a new file `name` holding `body`, type `text` at its end at a human pace, and return the ghost
+    text drawn."""
+    ed.open(name, body)
     ed.page("type", text=text, delay=120)
-    return ed.page("ghost", timeout=30000)["text"]
+    return ed.page("ghost", timeout=60000)["text"]
 
 
 def same_text(ghost: str, completion: str) -> bool:
@@ -213,63 +224,130 @@ def same_text(ghost: str, completion: str) -> bool:
     return [line.rstrip() for line in ghost.split("\n")] == [line.rstrip() for line in completion.split("\n")]
 
 
-def test_ghost_text_appears_and_tab_inserts_it(editor):
-    ghost = type_until_ghost(editor, "        return 2 * ")
+BAR = '.statusbar-item:has-text("hindsight")'
+SCREENSHOTS = os.environ.get("HINDSIGHT_E2E_SCREENSHOTS")  # where the tests' pictures go too (the README's)
+
+
+def test_typed_while_the_server_starts_then_tab_inserts_it(editor):
+    """The first test of each editor: the server starts as the first Python file opens, and the typing begins
+    at once; the suggestion comes with no further key, also when the typing ended before the server ran."""
+    ghost = type_until_ghost(editor, "first.py", "        return 2 * ")
+    assert ghost.strip()
     editor.page("press", key="Tab")
-    row = editor.shown()
+    row = editor.shown("first.py")
     assert same_text(ghost, row["completion"]), (ghost, row["completion"])
     assert (row["outcome"], row["outcome_reason"]) == ("accepted", "command")
-    time.sleep(1)  # auto-save
-    assert (editor.folder / "shapes.py").read_text() == PY_FILE + "        return 2 * " + row["completion"]
+    assert editor.events(row["id"])[:2] == ["show", "accept"]  # VS Code said it was shown before the accept
+    assert editor.text("first.py") == PY_FILE + "        return 2 * " + row["completion"]
 
 
 def test_escape_records_dismissed(editor):
-    ghost = type_until_ghost(editor, "        return 2 * ")
+    ghost = type_until_ghost(editor, "escape.py", "        return 2 * ")
     editor.page("press", key="Escape")
-    row = editor.shown()
+    row = editor.shown("escape.py")
     assert same_text(ghost, row["completion"]), (ghost, row["completion"])
     assert (row["outcome"], row["outcome_reason"]) == ("rejected", "dismissed")
 
 
 def test_typing_something_else_records_typed_over(editor):
-    ghost = type_until_ghost(editor, "        return 2 * ")
+    ghost = type_until_ghost(editor, "over.py", "        return 2 * ")
     assert ghost and not ghost.startswith("(")
     editor.page("type", text="(", delay=120)
-    row = [r for r in editor.rows() if r["decision"] == "show"][-1]
+    row = editor.shown("over.py")
     assert same_text(ghost, row["completion"]), (ghost, row["completion"])
-    deadline = time.monotonic() + 10
-    while row["outcome"] is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        row = next(r for r in editor.rows() if r["id"] == row["id"])
     assert (row["outcome"], row["outcome_reason"]) == ("rejected", "typed_over")
 
 
+def test_accepting_a_word_records_partial_with_its_length(editor):
+    ghost = type_until_ghost(editor, "word.py", "        return 2 * ")
+    editor.page("press", key="Control+ArrowRight")
+    shown = [r for r in editor.rows("word.py") if r["decision"] == "show"]
+    row = next(r for r in shown if same_text(ghost, r["completion"]))
+    deadline = time.monotonic() + 10
+    while row["outcome"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = next(r for r in editor.rows("word.py") if r["id"] == row["id"])
+    taken = editor.text("word.py")[len(PY_FILE + "        return 2 * "):]
+    assert taken and ghost.startswith(taken) and taken != ghost, (taken, ghost)
+    assert (row["outcome"], row["accepted_length"]) == ("partial", len(taken))
+
+
+def test_a_multi_line_suggestion_is_drawn_and_inserted_whole(editor):
+    body = "import os\n\n\ndef list_files(path):\n    result = []\n    for name in os.listdir(path):"
+    editor.open("listing.py", body)
+    editor.page("press", key="Enter")  # VS Code indents the new line: the loop's body
+    ghost = editor.page("ghost", timeout=60000)["text"]
+    assert "\n" in ghost, ghost
+    editor.page("press", key="Tab")
+    row = editor.shown("listing.py")
+    assert same_text(ghost, row["completion"]) and row["mode"] == "multi", (ghost, row["completion"])
+    assert (row["outcome"], row["outcome_reason"]) == ("accepted", "command")
+    assert editor.text("listing.py") == body + "\n        " + row["completion"]
+
+
+def test_beside_the_suggest_widget_the_suggestion_continues_its_item(editor):
+    """VS Code's defaults: letters typed open the suggest widget (quick suggestions) unless an inline
+    suggestion is drawn first; Ctrl+Space opens it in any case, its word-based item `return` selected
+    here. The suggestion continues that item and is drawn beside the widget. Tab takes the widget's item,
+    a second Tab the rest."""
+    editor.open("widget.py", PY_FILE)
+    editor.page("type", text="        ret", delay=150)
+    editor.page("press", key="Control+Space")
+    editor.page("waitFor", selector=".editor-widget.suggest-widget.visible")
+    ghost = editor.page("ghost", timeout=60000)
+    deadline = time.monotonic() + 30
+    while not ghost.get("beyondWidget", "").strip():  # the widget's own rest ("urn") is drawn first
+        assert time.monotonic() < deadline, ghost
+        ghost = editor.page("ghost", timeout=5000)
+    assert editor.page("suggestWidget")["visible"]
+    shot = editor.work / "vscode-ghost-text.png"
+    editor.page("screenshot", path=str(shot))
+    if SCREENSHOTS:
+        shutil.copy(shot, Path(SCREENSHOTS) / shot.name)
+    row = [r for r in editor.rows("widget.py") if r["decision"] == "show"][-1]
+    assert row["prefix"].endswith("        return") and same_text(ghost["beyondWidget"], row["completion"])
+    editor.page("press", key="Tab")
+    editor.page("waitFor", selector=".editor-widget.suggest-widget.visible", gone=True)
+    editor.page("press", key="Tab")
+    editor.shown("widget.py")
+    assert editor.text("widget.py") == PY_FILE + "        return" + row["completion"]
+    outcomes = [r["outcome"] for r in editor.rows("widget.py") if r["decision"] == "show"]
+    assert outcomes[-1] == "accepted" and "rejected" not in outcomes, outcomes
+
+
+def test_alt_backslash_asks_for_a_suggestion_with_alternatives(editor):
+    type_until_ghost(editor, "ask.py", "        return 2 * ")
+    editor.page("press", key="Escape")
+    editor.shown("ask.py")
+    asked = len(editor.rows("ask.py"))
+    editor.page("press", key="Alt+Backslash")
+    assert editor.page("ghost", timeout=30000)["text"].strip()
+    new = editor.rows("ask.py")[asked:]
+    assert [r["decision"] for r in new][:1] == ["show"] and any(r["decision"] == "alternative" for r in new), new
+
+
 def test_javascript_and_the_status_bar(editor):
-    ghost = type_until_ghost(editor, "  return a * ", file="arith.js")
+    ghost = type_until_ghost(editor, "arith.js", "  return a * ", body=JS_FILE)
     assert ghost.strip()
     editor.page("press", key="Tab")
-    row = editor.shown()
+    row = editor.shown("arith.js")
     assert row["language"] == "javascript" and (row["outcome"], row["outcome_reason"]) == ("accepted", "command")
-    time.sleep(1)
-    assert (editor.folder / "arith.js").read_text() == JS_FILE + "  return a * " + row["completion"]
+    assert editor.text("arith.js") == JS_FILE + "  return a * " + row["completion"]
     deadline = time.monotonic() + 15  # the bar shows the acceptance rate once it has asked the server again
-    while not any("hindsight 100%" in item for item in editor.page("statusbar")["items"]):
+    while not any(re.search(r"hindsight \d+%", item) for item in editor.page("statusbar")["items"]):
         assert time.monotonic() < deadline, editor.page("statusbar")["items"]
         time.sleep(0.5)
 
 
-BAR = '.statusbar-item:has-text("hindsight")'
-
-
 def test_the_commands_from_the_palette(editor):
-    assert type_until_ghost(editor, "        return 2 * ").strip()
+    assert type_until_ghost(editor, "palette.py", "        return 2 * ").strip()
     editor.page("press", key="Escape")
     editor.page("command", title="Hindsight: Toggle Inline Completions")
     editor.page("waitFor", selector=f"{BAR} .codicon-circle-slash")
-    shown = len([r for r in editor.rows() if r["decision"] == "show"])
+    asked = len(editor.rows())
     editor.page("type", text="m", delay=120)
     assert editor.page("ghost", timeout=4000)["text"] == ""  # off: nothing is asked for
-    assert len([r for r in editor.rows() if r["decision"] == "show"]) == shown
+    assert len(editor.rows()) == asked
     editor.page("press", key="Backspace")
     editor.page("command", title="Hindsight: Toggle Inline Completions")
     editor.page("waitFor", selector=f"{BAR} .codicon-sparkle")
@@ -285,10 +363,11 @@ def test_a_server_that_fails_to_start_is_one_clear_message(tmp_path):
     failing = [sys.executable, "-c", "import sys; sys.exit('hindsight: no model at /nowhere/model.gguf')"]
     ed = Editor(need_editor(), tmp_path, proposed=True, server=failing)
     try:
-        ed.page("open", file="shapes.py")
+        ed.open("any.py", PY_FILE)
         ed.page("waitFor", selector=f"{BAR} .codicon-error", timeout=30000)
-        messages = ed.page("text", selector=".notifications-toasts .notification-list-item-message")["texts"]
-        assert len([m for m in messages if "hindsight" in m.lower()]) == 1, messages
-        assert "no model at /nowhere/model.gguf" in messages[0], messages
+        ed.page("wait", ms=2000)  # a second message would come now
+        messages = ed.page("notifications")["texts"]
+        assert [m for m in messages if "hindsight" in m.lower()] == [
+            "Hindsight: the server could not start: hindsight: no model at /nowhere/model.gguf"], messages
     finally:
         ed.close()

@@ -10,12 +10,26 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 const EDITOR = '.editor-group-container .monaco-editor';
 // Ghost text: the rest of the cursor's line, and the lines below it when the suggestion has more. Beside the
 // suggest widget, the selected item's rest is drawn as `.ghost-text-decoration` and the inline suggestion's
-// own text after it as `.ghost-text-decoration-preview`.
+// own text after it as `.ghost-text-decoration-preview`; the lines below the cursor's are view lines in a
+// `.suggest-preview-text` view zone.
 const INLINE = `${EDITOR} .ghost-text-decoration, ${EDITOR} .ghost-text-decoration-preview`;
 const GHOST = `${INLINE}, ${EDITOR} .ghost-text`;
 
 let browser;
 let page;
+
+/** Opens the quick input (Quick Open, the palette) with `key`, pressed again while the key went unheard. */
+async function quickInput(key) {
+  for (let attempt = 1; ; attempt++) {
+    await page.keyboard.press(key);
+    try {
+      await page.waitForFunction(() => document.activeElement?.closest('.quick-input-widget'), null, { timeout: 3000 });
+      return;
+    } catch (error) {
+      if (attempt === 3) throw error;
+    }
+  }
+}
 
 async function run(cmd) {
   switch (cmd.op) {
@@ -31,8 +45,7 @@ async function run(cmd) {
       return {};
     }
     case 'open': {  // Quick Open, the file's name, Enter; then wait for its editor to have the focus
-      await page.keyboard.press('Control+P');
-      await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
+      await quickInput('Control+P');
       await page.keyboard.type(cmd.file, { delay: 20 });
       await page.locator('.quick-input-list .monaco-list-row', { hasText: cmd.file }).first().click({ timeout: 20000 });
       await page.waitForSelector(`.tab.active[aria-label*="${cmd.file}"]`, { timeout: 20000 });
@@ -54,19 +67,28 @@ async function run(cmd) {
       } catch {
         return { text: '' };
       }
-      await page.waitForTimeout(200);  // the lines below the first are drawn a moment later
-      // The rest of the line comes in spans (one per token colour); each line below is a view line.
-      const inline = (await page.locator(INLINE).allTextContents()).join('');
-      const below = await page.locator(`${EDITOR} .ghost-text .view-line`).allTextContents();
-      const preview = (await page.locator(`${EDITOR} .ghost-text-decoration-preview`).allTextContents()).join('');
+      // The rest of the line comes in spans (one per token colour); each line below is a view line, drawn
+      // a moment later: read until two reads agree.
       const text = (parts) => parts.join('\n').replace(/\u00a0/g, ' ');
-      return { text: text([inline, ...below]), beyondWidget: text([preview]) };
+      const read = async () => {
+        const inline = (await page.locator(INLINE).allTextContents()).join('');
+        const below = await page.locator(`${EDITOR} .suggest-preview-text .view-line`).allTextContents();
+        const preview = (await page.locator(`${EDITOR} .ghost-text-decoration-preview`).allTextContents()).join('');
+        return { text: text([inline, ...below]), beyondWidget: text([preview]) };
+      };
+      let last = await read();
+      for (let i = 0; i < 20; i++) {
+        await page.waitForTimeout(150);
+        const now = await read();
+        if (now.text === last.text && now.beyondWidget === last.beyondWidget) break;
+        last = now;
+      }
+      return last;
     }
     case 'suggestWidget':  // whether VS Code's own suggest widget is open
       return { visible: await page.locator('.editor-widget.suggest-widget.visible').count() > 0 };
     case 'command': {  // a command from the palette, by its title
-      await page.keyboard.press('Control+Shift+P');
-      await page.waitForSelector('.quick-input-widget input', { state: 'visible' });
+      await quickInput('Control+Shift+P');
       await page.keyboard.type(cmd.title, { delay: 20 });
       await page.locator('.quick-input-list .monaco-list-row', { hasText: cmd.title }).first().click({ timeout: 20000 });
       return {};
