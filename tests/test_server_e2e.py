@@ -126,7 +126,7 @@ async def test_completion_at_the_cursor_is_recorded(client: LanguageClient):
     uri, line, char, item = await get_suggestion(client)
     assert item.insert_text.strip()
     assert "\n" not in item.insert_text  # the line has a statement in progress: single line
-    assert item.range.start == item.range.end == types.Position(line=line, character=char)
+    assert item.range is None  # inserted at the cursor
     assert item.command.command == "hindsight.accept"
     row = request_row(item_id(item))
     assert row["decision"] == "show" and row["completion"] == item.insert_text

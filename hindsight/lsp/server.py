@@ -225,8 +225,9 @@ class HindsightServer(LanguageServer):
             raise JsonRpcContentModified(str(exc)) from None
         if suggestions is None:
             return None
-        # With a lead the items replace the selected item's range, as the suggest widget would.
-        drawn = selected.range if lead is not None else types.Range(start=pos, end=pos)
+        # With a lead the items replace the selected item's range, as the suggest widget would; else they
+        # insert at the cursor, said by no range (Neovim draws an item with a range over the text after it).
+        drawn = selected.range if lead is not None else None
         return types.InlineCompletionList(
             items=[
                 types.InlineCompletionItem(
