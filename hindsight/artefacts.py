@@ -186,3 +186,34 @@ class Versions:
 
     def _point(self, state: dict) -> None:
         _replace_file(self.directory / CURRENT, (json.dumps(state, indent=2) + "\n").encode())
+
+
+class RunLock:
+    """One learning run at a time per data directory, whatever the number of servers and commands: an
+    exclusive `flock` on `<data dir>/learn.lock`, held for the run and dropped by the kernel when the
+    process ends, however it ends (killed, or the machine asleep and restarted), so a stale lock cannot
+    stay behind. `held` says whether this process got it."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / "learn.lock"
+        self.held = False
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        ensure_private_dir(self.path.parent)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.held = True
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+        self.held = False

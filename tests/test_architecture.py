@@ -62,14 +62,16 @@ ALLOWED: dict[str, set[str]] = {
     "refresh": FOUNDATIONS | {"options", "artefacts", "collector", "engine", "retrieval", "gating", "simulate"},
     # FIM training data and training: prompts as the engine builds them, adapters as refresh stores them.
     "fim": FOUNDATIONS | {"artefacts", "collector", "engine", "retrieval", "refresh"},
+    # The learning loop runs the gate's training and the refresh on the log, and records itself in it.
+    "loop": FOUNDATIONS | {"artefacts", "collector", "gating", "refresh"},
     # The thin LSP layer: the pipeline and what it is configured with; no training, no benchmarks.
     "lsp": FOUNDATIONS | {"options", "artefacts", "collector", "engine", "retrieval", "gating", "pipeline"},
     # The `hindsight` command is the top: it may start anything.
     "cli": FOUNDATIONS | {"options", "artefacts", "collector", "engine", "retrieval", "gating", "pipeline",
-                          "simulate", "refresh", "fim", "lsp", "evaluation"},
+                          "simulate", "refresh", "fim", "lsp", "loop", "evaluation"},
     # Benchmarks measure every layer; only the command line runs them.
     "evaluation": FOUNDATIONS | {"options", "artefacts", "collector", "engine", "retrieval", "gating",
-                                 "pipeline", "simulate", "refresh", "fim", "lsp"},
+                                 "pipeline", "simulate", "refresh", "fim", "lsp", "loop"},
 }
 
 # Rule 5: the LSP libraries, and the units that may import them.

@@ -74,7 +74,7 @@ def test_forget_all_leaves_no_trace_in_the_file_or_its_wal(tmp_path):
     done = forget("--all", "--db", str(path), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["deleted"] == {"requests": 30, "events": 30}
+    assert report["deleted"] == {"requests": 30, "events": 30, "learning_runs": 0}
     assert report["since"] is None and report["wal_truncated"] is True
     assert on_disk(path, SECRET) == []
     assert rows(path, "SELECT count(*) AS n FROM requests") == [{"n": 0}]
@@ -103,7 +103,7 @@ def test_forget_since_keeps_what_came_before(tmp_path):
     done = forget("--since", since, "--db", str(path))
     assert done.returncode == 0, done.stderr
     # 7 requests; their 7 events and the late one; and the 5 events recorded now about the old requests
-    assert done.stdout.startswith(f"deleted 7 requests, 13 events (since {since}) from {path}")
+    assert done.stdout.startswith(f"deleted 7 requests, 13 events, 0 learning_runs (since {since}) from {path}")
     assert on_disk(path, SECRET) == [] and on_disk(path, KEPT) == ["h.db"]
     assert {r["id"] for r in rows(path, "SELECT id FROM requests")} == set(old)
     assert rows(path, "SELECT kind, request_id FROM events") == [{"kind": "early", "request_id": old[0]}]

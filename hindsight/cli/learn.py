@@ -34,6 +34,7 @@ from hindsight.fim import data as fim_data, train as fim_train
 from hindsight.gating.dataset import load
 from hindsight.gating.gate import versions as gate_versions
 from hindsight.gating.train import train
+from hindsight.loop import job as loop
 from hindsight.paths import data_dir
 from hindsight.refresh import job
 from hindsight.refresh.evaluate import INFILL_TASKS
@@ -45,6 +46,22 @@ from hindsight.simulate import cold_start as cold
 def say(message: str) -> None:
     """Progress for a person: on stderr, so stdout keeps only the result."""
     print(message, file=sys.stderr, flush=True)
+
+
+@command("learn")
+@click.option("--db", "db", metavar="PATH", help="the log to learn from  [default: $HINDSIGHT_DB or the data dir's hindsight.db]")
+@click.option("--min-outcomes", type=click.IntRange(min=0), default=loop.MIN_OUTCOMES, show_default=True,
+              help="suggestions judged since the last run before the gate is trained again")
+@click.option("--min-pairs", type=click.IntRange(min=0), default=loop.MIN_PAIRS, show_default=True,
+              help="dissatisfied suggestions since the last run before the adapter is refreshed")
+@click.option("--force", is_flag=True, help="train both whatever the signal")
+@click.option("--no-refresh", is_flag=True, help="the gate only: leave the adapter alone")
+@json_option
+def learn(db, min_outcomes, min_pairs, force, no_refresh, as_json) -> None:
+    need("train", *GATE_LIBRARIES, *([] if no_refresh else TORCH_LIBRARIES))
+    record = loop.run(databases((db,) if db else ())[0], min_outcomes=min_outcomes, min_pairs=min_pairs, force=force,
+                      refresh=not no_refresh, progress=None if as_json else say)
+    print_result(record, as_json)
 
 
 @command("train-gate")

@@ -182,3 +182,31 @@ def m004_gate(db: Database) -> None:
             "ALTER TABLE requests ADD COLUMN explored INTEGER",
         ],
     )
+
+
+@migration
+def m005_learning_runs(db: Database) -> None:
+    """One row per run of the learning loop (`hindsight learn`): when, what it read (databases, new judged
+    suggestions and pairs since the run before), the gate's and the refresh's results (metrics before and
+    after, JSON), what it promoted and why, how long it took and its peak memory."""
+    _run(
+        db,
+        [
+            """
+            CREATE TABLE learning_runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                started_at REAL,
+                ended_at REAL,
+                status TEXT,
+                trigger TEXT,
+                read_json TEXT,
+                gate_json TEXT,
+                refresh_json TEXT,
+                promoted_json TEXT,
+                reason TEXT,
+                duration_s REAL,
+                peak_rss_mb REAL
+            )
+            """,
+        ],
+    )

@@ -84,7 +84,7 @@ _SQLITE_KINDS = {
 }
 # Every table that holds the user's data, and the column that says when a row was recorded: `forget`
 # deletes from each. A migration that adds a table adds it here (tests/test_forget.py checks).
-DATA_TABLES = {"requests": "created_at", "events": "ts"}
+DATA_TABLES = {"requests": "created_at", "events": "ts", "learning_runs": "started_at"}
 
 
 class StoreError(HindsightError):
@@ -408,6 +408,30 @@ class Store:
                 row["payload"] = json.loads(row["payload"])
         return rows
 
+    # -- the learning loop's runs ------------------------------------------------------------------------
+
+    RUN_JSON = ("read", "gate", "refresh", "promoted")
+
+    def add_learning_run(self, run: dict[str, Any]) -> int:
+        """Record one run of the learning loop (hindsight/loop); its `read`, `gate`, `refresh` and `promoted`
+        are stored as JSON. Returns its id."""
+        row = {k: run.get(k) for k in ("started_at", "ended_at", "status", "trigger", "reason", "duration_s",
+                                       "peak_rss_mb")}
+        row.update({f"{k}_json": json.dumps(run.get(k), ensure_ascii=False, default=str) for k in self.RUN_JSON})
+        with self._write() as db:
+            cur = db.execute(f"INSERT INTO learning_runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                             list(row.values()))
+            return int(cur.lastrowid)
+
+    def learning_runs(self) -> list[dict[str, Any]]:
+        """The learning loop's runs, oldest first, with their JSON decoded."""
+        with self._guard() as db:
+            rows = list(db.query("SELECT * FROM learning_runs ORDER BY id"))
+        for row in rows:
+            for k in self.RUN_JSON:
+                row[k] = json.loads(row.pop(f"{k}_json") or "null")
+        return rows
+
     # -- reading ----------------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Iterable[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -483,6 +507,7 @@ class Store:
                     [since, since],
                 ).rowcount
                 deleted["requests"] = db.execute("DELETE FROM requests WHERE created_at >= ?", [since]).rowcount
+                deleted["learning_runs"] = db.execute("DELETE FROM learning_runs WHERE started_at >= ?", [since]).rowcount
             for _, sql in triggers:
                 db.execute(sql)
         return {table: deleted[table] for table in DATA_TABLES}

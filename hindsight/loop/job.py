@@ -1,0 +1,116 @@
+"""`hindsight learn`: one run of the learning loop.
+
+    hindsight learn [--db PATH] [--min-outcomes N] [--min-pairs N] [--force] [--no-refresh] [--json]
+
+From the log, it retrains the acceptance gate when enough suggestions have been judged (accepted, partly
+accepted or rejected) since the last run, and refreshes the DPO adapter when enough new dissatisfaction
+signal has come in; each promotes only what measures better (hindsight/gating/train.py,
+hindsight/refresh/job.py). One run at a time per data directory (`artefacts.RunLock`): a second one
+returns at once, `busy`. Every run that gets the lock is recorded in the log's `learning_runs` table: when,
+what it read, each step's result or why it was skipped, what was promoted, how long it took, peak memory.
+A run that is killed leaves what it had not promoted unpromoted: the artefact store writes versions whole
+and moves its pointer atomically.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from hindsight.artefacts import RunLock
+from hindsight.collector.reader import LogError, judged_since
+from hindsight.collector.store import Store
+from hindsight.errors import HindsightError
+from hindsight.gating.dataset import GateError, load
+from hindsight.gating.train import train
+from hindsight.paths import data_dir
+from hindsight.refresh import job as refresh_job
+from hindsight.refresh.pairs import mine
+
+MIN_OUTCOMES = 200  # judged suggestions since the last run before the gate is trained again
+MIN_PAIRS = 50  # dissatisfaction signals (rejected, partly taken, not persisted) since the last run before a refresh
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process or of any child it waited for (the refresh test-loads the
+    adapter in one), in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024  # Linux reports KiB
+
+
+def last_run(db: Path) -> dict[str, Any] | None:
+    """The last recorded run that read `db` and did not fail, if any."""
+    with Store(db) as store:
+        runs = [r for r in store.learning_runs() if r["status"] in ("done", "skipped")]
+    return runs[-1] if runs else None
+
+
+def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIRS, force: bool = False,
+        refresh: bool = True, trigger: str = "command", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One run on the database `db` (the data directory's gates and adapters); its record. `force`: every
+    step whatever the signal; `refresh`: False leaves the adapter alone."""
+    say = progress or (lambda message: None)
+    with RunLock(data_dir()) as lock:
+        if not lock.held:
+            return {"status": "busy", "reason": f"another run holds {lock.path}"}
+        started = time.time()
+        record: dict[str, Any] = {"started_at": started, "trigger": trigger, "promoted": []}
+        try:
+            previous = last_run(db)
+            since = previous["started_at"] if previous else None
+            judged = judged_since(db, since)
+            dsat = sum(mine([db], since=since).counts["dsat"].values())
+            record["read"] = {"database": str(db), "since": since, "judged_new": judged, "dsat_new": dsat}
+            record["gate"] = _gate(db, judged, min_outcomes, force, say)
+            record["refresh"] = _refresh(db, dsat, min_pairs, force, refresh, say)
+            for step in ("gate", "refresh"):
+                if record[step].get("promoted"):
+                    record["promoted"].append({"step": step, "version": record[step].get("version")})
+            ran = [s for s in ("gate", "refresh") if not record[s].get("skipped")]
+            record["status"] = "done" if ran else "skipped"
+            record["reason"] = "; ".join(f"{s}: {record[s].get('reason')}" for s in ("gate", "refresh"))
+        except (HindsightError, OSError) as exc:
+            record.update(status="failed", reason=str(exc))
+        record["ended_at"] = time.time()
+        record["duration_s"] = record["ended_at"] - started
+        record["peak_rss_mb"] = peak_rss_mb()
+        try:
+            with Store(db) as store:
+                record["id"] = store.add_learning_run(record)
+        except HindsightError as exc:  # the run's work stands; only its record is lost
+            record["record_error"] = str(exc)
+        return record
+
+
+def _gate(db: Path, judged: int, min_outcomes: int, force: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    if judged < min_outcomes and not force:
+        return {"skipped": True, "reason": f"{judged} suggestions judged since the last run, fewer than {min_outcomes}"}
+    say("training the acceptance gate")
+    try:
+        metrics = train(load([db]), gates_dir=data_dir() / "gates")
+    except (GateError, LogError) as exc:
+        return {"skipped": True, "reason": str(exc)}
+    held = metrics.get("held_out") or {}
+    return {"version": metrics["version"], "promoted": metrics["promoted"], "reason": metrics["promotion_reason"],
+            "rows": metrics["rows"], "auc_stage2": held.get("auc_stage2"),
+            "current_auc_stage2": (metrics.get("current") or {}).get("auc_stage2")}
+
+
+def _refresh(db: Path, dsat: int, min_pairs: int, force: bool, enabled: bool,
+             say: Callable[[str], None]) -> dict[str, Any]:
+    if not enabled:
+        return {"skipped": True, "reason": "not asked for"}
+    if dsat < min_pairs and not force:
+        return {"skipped": True, "reason": f"{dsat} dissatisfied suggestions since the last run, fewer than {min_pairs}"}
+    say("refreshing the adapter")
+    try:
+        result = refresh_job.run(dbs=[db], progress=say)
+    except refresh_job.RefreshError as exc:
+        return {"skipped": True, "reason": str(exc)}
+    keep = ("before", "scale", "held_out_items", "acceptance_before", "acceptance_after", "accepted_chars_before",
+            "accepted_chars_after", "infill_before", "infill_after", "seconds")
+    return {"version": result.get("adapter"), "promoted": bool(result.get("promoted")), "reason": result.get("why"),
+            **{k: result[k] for k in keep if k in result}}

@@ -1,0 +1,92 @@
+"""`hindsight learn`, one run of the learning loop, on a synthetic log written by the real Store
+(tests/test_gate_train.py's), with a data directory of its own: it trains the gate when enough is new,
+declines what is not, records every run, and holds one lock per data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hindsight.artefacts import RunLock
+from hindsight.collector.store import Store
+from hindsight.gating.gate import versions
+from hindsight.loop import job
+from test_gate_train import make_db
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A data directory of its own, with a log that has 8 sessions of judged suggestions."""
+    monkeypatch.setenv("HINDSIGHT_DATA_DIR", str(tmp_path / "data"))
+    make_db(tmp_path / "hindsight.db")
+    return tmp_path
+
+
+def test_a_run_trains_the_gate_on_new_signal_declines_the_rest_and_records_itself(home):
+    db = home / "hindsight.db"
+    first = job.run(db, min_outcomes=100, min_pairs=10**6)
+    assert first["status"] == "done", first
+    assert first["gate"]["promoted"] and versions(home / "data" / "gates").current() == first["gate"]["version"]
+    assert first["refresh"]["skipped"] and "fewer than 1000000" in first["refresh"]["reason"]
+    assert first["read"]["judged_new"] >= 100 and first["read"]["since"] is None
+    assert first["promoted"] == [{"step": "gate", "version": first["gate"]["version"]}]
+    assert first["duration_s"] > 0 and first["peak_rss_mb"] > 10
+
+    # Nothing judged since: nothing to do, and the gate stays as it was.
+    second = job.run(db, min_outcomes=100, min_pairs=10**6)
+    assert second["status"] == "skipped" and second["read"]["judged_new"] == 0, second
+    assert "0 suggestions judged since the last run" in second["gate"]["reason"]
+    assert versions(home / "data" / "gates").current() == first["gate"]["version"]
+
+    with Store(db) as store:
+        runs = store.learning_runs()
+    assert [r["status"] for r in runs] == ["done", "skipped"]
+    assert runs[0]["gate"]["version"] == first["gate"]["version"] and runs[1]["read"]["since"] == runs[0]["started_at"]
+
+
+def test_one_run_at_a_time_per_data_directory(home):
+    with RunLock(home / "data") as lock:
+        assert lock.held
+        busy = job.run(home / "hindsight.db", min_outcomes=0)
+        with RunLock(home / "data") as other:
+            assert not other.held
+    assert busy["status"] == "busy" and "learn.lock" in busy["reason"]
+    with Store(home / "hindsight.db") as store:
+        assert store.learning_runs() == []  # a run that did not start is not one
+    with RunLock(home / "data") as lock:
+        assert lock.held  # released when its holder ended
+
+
+def test_a_killed_run_leaves_the_served_gate_as_it_was_and_the_lock_free(home):
+    """The command in a child process, killed while it trains: the promoted gate is the one before, or
+    the new one whole; the next run gets the lock."""
+    db = home / "hindsight.db"
+    before = job.run(db, min_outcomes=0, min_pairs=10**6, force=True)["gate"]["version"]
+    env = {**os.environ, "HINDSIGHT_DATA_DIR": str(home / "data")}
+    child = subprocess.Popen([sys.executable, "-m", "hindsight", "learn", "--db", str(db), "--force", "--no-refresh"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the command's imports, then the training
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    gates = versions(home / "data" / "gates")
+    assert gates.current() == before or (home / "data" / "gates" / gates.current() / "stage2.onnx").is_file()
+    after = job.run(db, min_outcomes=0, min_pairs=10**6)
+    assert after["status"] in ("done", "skipped"), after
+
+
+def test_the_command_prints_the_record(home):
+    env = {**os.environ, "HINDSIGHT_DATA_DIR": str(home / "data")}
+    done = subprocess.run([sys.executable, "-m", "hindsight", "learn", "--db", str(home / "hindsight.db"),
+                           "--min-outcomes", "50", "--no-refresh", "--json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["status"] == "done" and record["refresh"] == {"skipped": True, "reason": "not asked for"}
+    assert record["gate"]["promoted"] and record["id"] == 1
