@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,3 +91,25 @@ def test_the_command_prints_the_record(home):
     record = json.loads(done.stdout)
     assert record["status"] == "done" and record["refresh"] == {"skipped": True, "reason": "not asked for"}
     assert record["gate"]["promoted"] and record["id"] == 1
+
+
+def test_schedule_writes_a_valid_timer_and_removes_it(tmp_path):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "HINDSIGHT_DB": str(tmp_path / "h.db")}
+    hindsight = [sys.executable, "-m", "hindsight", "schedule"]
+    done = subprocess.run([*hindsight, "install", "--at", "04:30", "--json"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    units = tmp_path / "config" / "systemd" / "user"
+    service, timer = (units / "hindsight-learn.service").read_text(), (units / "hindsight-learn.timer").read_text()
+    assert "-m hindsight learn" in service and f"HINDSIGHT_DB={tmp_path / 'h.db'}" in service
+    assert "OnCalendar=*-*-* 04:30:00" in timer and "Persistent=true" in timer
+    if shutil.which("systemd-analyze"):  # systemd's own check of the files
+        verified = subprocess.run(["systemd-analyze", "verify", str(units / "hindsight-learn.timer"),
+                                   str(units / "hindsight-learn.service")], capture_output=True, text=True, timeout=60)
+        assert verified.returncode == 0, verified.stderr
+    refused = subprocess.run([*hindsight, "install", "--at", "25:00"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and "HH:MM" in refused.stderr
+    done = subprocess.run([*hindsight, "remove", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and len(json.loads(done.stdout)["removed"]) == 2
+    assert not any(units.iterdir())

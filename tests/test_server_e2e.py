@@ -16,6 +16,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pytest_lsp import LanguageClient
 
+from hindsight.collector.store import Store
+
 from conftest import WORKSPACE, edit, initialize, rows, run_tmp, server_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -331,6 +333,17 @@ async def test_status_command(client: LanguageClient):
     assert status["modelLoaded"] is True
     assert status["stats"]["requests"] >= 1
     assert status["database"] == str(DB)
+
+
+async def test_status_tells_the_last_learning_run(client: LanguageClient):
+    with Store(DB) as store:  # as `hindsight learn` records a run, beside the running server
+        store.add_learning_run({"started_at": time.time() - 5, "ended_at": time.time(), "status": "done",
+                                "promoted": [{"step": "gate", "version": "gate-1"}], "reason": "gate: promoted"})
+    status = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="hindsight.status", arguments=[])
+    )
+    assert status["lastLearning"]["status"] == "done"
+    assert status["lastLearning"]["promoted"] == [{"step": "gate", "version": "gate-1"}]
 
 
 async def test_reload_loads_the_model_again_and_keeps_serving(client: LanguageClient):

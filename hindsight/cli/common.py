@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("simulate", 'Watch a simulated developer use hindsight over real LSP (what `make demo` runs).'),
     "simulate": ("simulate", 'A simulated developer removes code from the files of REPO (a directory) and types it back through the real server; the files are read, never written.'),
     "learn": ("learn", 'One run of the learning loop: the gate and the adapter again, when the log has enough new signal.'),
+    "schedule": ("learn", 'Run the learning loop daily at a fixed time (a systemd user timer): install, remove or show.'),
     "train-gate": ("learn", 'Train the acceptance gate on the recorded outcomes; promote it if it is not worse.'),
     "cold-start": ("learn", 'The first acceptance gate: simulated sessions on the standard library, trained on.'),
     "export-pairs": ("learn", 'DSAT preference pairs (prompt, chosen, rejected) for DPO, with provenance.'),

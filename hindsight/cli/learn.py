@@ -34,7 +34,7 @@ from hindsight.fim import data as fim_data, train as fim_train
 from hindsight.gating.dataset import load
 from hindsight.gating.gate import versions as gate_versions
 from hindsight.gating.train import train
-from hindsight.loop import job as loop
+from hindsight.loop import job as loop, schedule as timer
 from hindsight.paths import data_dir
 from hindsight.refresh import job
 from hindsight.refresh.evaluate import INFILL_TASKS
@@ -62,6 +62,15 @@ def learn(db, min_outcomes, min_pairs, force, no_refresh, as_json) -> None:
     record = loop.run(databases((db,) if db else ())[0], min_outcomes=min_outcomes, min_pairs=min_pairs, force=force,
                       refresh=not no_refresh, progress=None if as_json else say)
     print_result(record, as_json)
+
+
+@command("schedule")
+@click.argument("action", type=click.Choice(["install", "remove", "show"]))
+@click.option("--at", default="03:00", show_default=True, metavar="HH:MM", help="install: the time of day (local)")
+@json_option
+def schedule(action, at, as_json) -> None:
+    result = {"install": lambda: timer.install(at), "remove": timer.remove, "show": timer.show}[action]()
+    print_result(result, as_json)
 
 
 @command("train-gate")

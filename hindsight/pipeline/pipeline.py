@@ -74,6 +74,12 @@ class Lead:
     text: str
 
 
+def learning_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """The last run of the learning loop (the log's `learning_runs`), as `hindsight.status` tells it."""
+    return {"endedAt": run.get("ended_at"), "status": run.get("status"), "promoted": run.get("promoted") or [],
+            "reason": run.get("reason")}
+
+
 class Notices:
     """Messages for the user, each told once per key, safe from any thread. `sink(message, level)` shows
     one (the server: window/showMessage); levels are 'error', 'warning' and 'info'. While a reload runs on
@@ -470,6 +476,10 @@ class Pipeline:
             stats = self.store.stats()
         except Exception as exc:
             stats = {"error": str(exc)}
+        try:
+            runs = self.store.learning_runs() or []
+        except Exception:  # a log that cannot say: no last run to show
+            runs = []
         engine = self.engine
         return {
             "version": __version__,
@@ -486,6 +496,7 @@ class Pipeline:
             if self.index_stats is None
             else {"files": self.index_stats.files, "chunks": self.index_stats.chunks, "seconds": self.index_stats.seconds},
             "stats": stats,
+            "lastLearning": learning_summary(runs[-1]) if runs else None,
         }
 
     def shutdown(self) -> None:

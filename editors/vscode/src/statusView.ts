@@ -23,8 +23,17 @@ export interface ServerStatus {
   database: string | null;
   served: number;
   stats: Stats | { error: string } | null;
+  /** The learning loop's last run (`hindsight learn`), if the log has one. */
+  lastLearning?: LearningRun | null;
   /** Only in the answer to hindsight.reload: what that reload warned of (it kept the last good model, adapter or gate). */
   reloadProblems?: string[];
+}
+
+export interface LearningRun {
+  endedAt: number | null; // Unix time
+  status: string;
+  promoted: { step: string; version: string | null }[];
+  reason: string | null;
 }
 
 export interface BarInput {
@@ -85,6 +94,12 @@ export function describe(status: ServerStatus): string[] {
     if (stats.latency_p50_ms !== null && stats.latency_p95_ms !== null) {
       lines.push(`Latency p50 ${Math.round(stats.latency_p50_ms)} ms, p95 ${Math.round(stats.latency_p95_ms)} ms`);
     }
+  }
+  const run = status.lastLearning;
+  if (run) {
+    const when = run.endedAt ? new Date(run.endedAt * 1000).toISOString().slice(0, 16).replace('T', ' ') : '?';
+    const what = run.promoted.length ? `promoted ${run.promoted.map((p) => `${p.step} ${p.version}`).join(', ')}` : run.reason;
+    lines.push(`Last learning run ${when} UTC, ${run.status}: ${what}`);
   }
   if (status.database) lines.push(`Database: ${status.database}`);
   return lines;

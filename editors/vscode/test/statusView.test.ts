@@ -96,3 +96,12 @@ test('reload: says reloaded, or what it kept and why', () => {
   assert.deepEqual(reloadMessage(status({ reloadProblems: [kept] })), { level: 'warning', text: kept });
   assert.equal(reloadMessage(status({ modelLoaded: false, modelError: 'model file not found' })).level, 'error');
 });
+
+test("the learning loop's last run: what it promoted, else why nothing", () => {
+  const promoted = { endedAt: 1796694000, status: 'done', promoted: [{ step: 'gate', version: 'gate-7' }], reason: 'x' };
+  assert.match(barState({ enabled: true, status: status({ lastLearning: promoted }), serverError: undefined }).tooltip,
+    /\nLast learning run 2026-12-0\d \d\d:\d\d UTC, done: promoted gate gate-7\n/);
+  const skipped = { endedAt: 1796694000, status: 'skipped', promoted: [], reason: 'gate: 3 suggestions judged since the last run, fewer than 200' };
+  assert.match(barState({ enabled: true, status: status({ lastLearning: skipped }), serverError: undefined }).tooltip,
+    /Last learning run .* UTC, skipped: gate: 3 suggestions judged/);
+});

@@ -182,6 +182,18 @@ local function format_status(s)
       lines[#lines + 1] = ('latency p50 %.0f ms, p95 %.0f ms'):format(stats.latency_p50_ms, stats.latency_p95_ms)
     end
   end
+  local run = s.lastLearning
+  if type(run) == 'table' then
+    local promoted = {}
+    for _, p in ipairs(run.promoted or {}) do
+      promoted[#promoted + 1] = p.step .. ' ' .. tostring(p.version)
+    end
+    lines[#lines + 1] = ('last learning run %s, %s: %s'):format(
+      type(run.endedAt) == 'number' and os.date('%Y-%m-%d %H:%M', math.floor(run.endedAt)) or '?',
+      tostring(run.status),
+      #promoted > 0 and ('promoted ' .. table.concat(promoted, ', ')) or tostring(run.reason)
+    )
+  end
   return table.concat(lines, '\n')
 end
 
