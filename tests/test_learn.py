@@ -113,3 +113,11 @@ def test_schedule_writes_a_valid_timer_and_removes_it(tmp_path):
     done = subprocess.run([*hindsight, "remove", "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and len(json.loads(done.stdout)["removed"]) == 2
     assert not any(units.iterdir())
+
+
+def test_no_database_is_refused_and_none_is_created(tmp_path, monkeypatch):
+    monkeypatch.setenv("HINDSIGHT_DATA_DIR", str(tmp_path / "data"))
+    done = subprocess.run([sys.executable, "-m", "hindsight", "learn", "--db", str(tmp_path / "none.db")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert done.returncode == 2 and "no database at" in done.stderr, done.stderr
+    assert not (tmp_path / "none.db").exists()

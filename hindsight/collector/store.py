@@ -128,6 +128,7 @@ class Store:
             "record_persistence",
             "expire_open",
             "add_event",
+            "add_learning_run",
             "forget",
         }
     )
@@ -415,9 +416,10 @@ class Store:
     def add_learning_run(self, run: dict[str, Any]) -> int:
         """Record one run of the learning loop (hindsight/loop); its `read`, `gate`, `refresh` and `promoted`
         are stored as JSON. Returns its id."""
-        row = {k: run.get(k) for k in ("started_at", "ended_at", "status", "trigger", "reason", "duration_s",
-                                       "peak_rss_mb")}
-        row.update({f"{k}_json": json.dumps(run.get(k), ensure_ascii=False, default=str) for k in self.RUN_JSON})
+        row = {
+            **{k: run.get(k) for k in ("started_at", "ended_at", "status", "trigger", "reason", "duration_s", "peak_rss_mb")},
+            **{f"{k}_json": json.dumps(run.get(k), ensure_ascii=False, default=str) for k in self.RUN_JSON},
+        }
         with self._write() as db:
             cur = db.execute(f"INSERT INTO learning_runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                              list(row.values()))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hindsight.artefacts import RunLock
-from hindsight.collector.reader import LogError, judged_since
+from hindsight.collector.reader import LogError, connect, judged_since
 from hindsight.collector.store import Store
 from hindsight.errors import HindsightError
 from hindsight.gating.dataset import GateError, load
@@ -53,6 +53,7 @@ def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIR
     """One run on the database `db` (the data directory's gates and adapters); its record. `force`: every
     step whatever the signal; `refresh`: False leaves the adapter alone."""
     say = progress or (lambda message: None)
+    connect(db).close()  # LogError (refused, exit status 2) for no database or not one of ours: nothing is created
     with RunLock(data_dir()) as lock:
         if not lock.held:
             return {"status": "busy", "reason": f"another run holds {lock.path}"}
