@@ -10,7 +10,8 @@ and the directory, and renames it into place: a reader (the server, on reload) n
 written, and a crash mid-write leaves only the hidden directory, which is not a version (`names` skips it)
 and leaves current.json as it was. Promoting replaces current.json the same way (a temp file beside it,
 fsync, `os.replace`, fsync the directory): readers see the old pointer or the new one, whole. Nothing is
-ever deleted or overwritten.
+overwritten; only `prune` deletes, the oldest versions beyond a bound, never the current one or the one
+before it.
 
 current.json is `{"current": name or null, "history": [names promoted before it, oldest first]}`:
 `rollback` makes the last of the history current again, or turns the artefact off (current null) when the
@@ -183,6 +184,28 @@ class Versions:
         if current is not None or previous is not None:
             self._point({"current": previous, "history": history})
         return previous
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete the oldest versions beyond `keep`, never the current one or the one promoted before it
+        (what a rollback goes back to); the history forgets the deleted ones first, so no pointer names a
+        missing version. Each goes by a rename to a hidden name, then removal: a crash midway leaves a hidden
+        directory, never a half version. Returns the names deleted, oldest first."""
+        try:
+            current, history = self.state()
+        except ArtefactError:
+            return []  # whatever current.json meant to keep cannot be known: delete nothing
+        kept = {current, history[-1] if history else None}
+        names = self.names()
+        doomed = [n for n in names if n not in kept][: max(0, len(names) - keep)]
+        if not doomed:
+            return []
+        if current is not None or history:
+            self._point({"current": current, "history": [n for n in history if n not in doomed]})
+        for name in doomed:
+            hidden = Path(tempfile.mkdtemp(prefix=f".{name}-deleted-", dir=self.directory))
+            os.rename(self.directory / name, hidden / name)
+            shutil.rmtree(hidden, ignore_errors=True)
+        return doomed
 
     def _point(self, state: dict) -> None:
         _replace_file(self.directory / CURRENT, (json.dumps(state, indent=2) + "\n").encode())

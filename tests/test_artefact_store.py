@@ -106,3 +106,20 @@ def test_a_crash_mid_write_leaves_the_current_version_intact(tmp_path):
     store.write("v2", FILES)
     store.promote("v2")
     assert store.state() == ("v2", ["v1"])
+
+
+def test_prune_deletes_the_oldest_beyond_the_bound_but_never_the_current_one_or_the_one_before(tmp_path):
+    store = Versions(tmp_path)
+    names = [f"v{i}" for i in range(1, 9)]
+    for name in names:
+        store.write(name, {"manifest.json": b"{}"})
+    for name in ("v1", "v2", "v6"):  # v6 current, v2 before it, v1 before that
+        store.promote(name)
+    assert store.prune(5) == ["v1", "v3", "v4"]
+    assert store.names() == ["v2", "v5", "v6", "v7", "v8"]
+    assert store.state() == ("v6", ["v2"])  # the history forgot the deleted v1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden leftovers
+    assert store.prune(5) == []
+    assert store.rollback() == "v2" and store.rollback() is None
+    assert store.prune(1) == ["v2", "v5", "v6", "v7"]  # nothing current now: only the bound counts
+    assert store.names() == ["v8"]

@@ -8,6 +8,7 @@ signal has come in; each promotes only what measures better (hindsight/gating/tr
 hindsight/refresh/job.py). One run at a time per data directory (`artefacts.RunLock`): a second one
 returns at once, `busy`. Every run that gets the lock is recorded in the log's `learning_runs` table: when,
 what it read, each step's result or why it was skipped, what was promoted, how long it took, peak memory.
+Then the oldest gate and adapter versions beyond KEEP are deleted (never the current one or the one before).
 A run that is killed leaves what it had not promoted unpromoted: the artefact store writes versions whole
 and moves its pointer atomically.
 """
@@ -23,7 +24,9 @@ from hindsight.artefacts import RunLock
 from hindsight.collector.reader import LogError, connect, judged_since
 from hindsight.collector.store import Store
 from hindsight.errors import HindsightError
+from hindsight.engine.adapters import adapters_dir, versions as adapter_versions
 from hindsight.gating.dataset import GateError, load
+from hindsight.gating.gate import versions as gate_versions
 from hindsight.gating.train import train
 from hindsight.paths import data_dir
 from hindsight.refresh import job as refresh_job
@@ -31,6 +34,7 @@ from hindsight.refresh.pairs import mine
 
 MIN_OUTCOMES = 200  # judged suggestions since the last run before the gate is trained again
 MIN_PAIRS = 50  # dissatisfaction signals (rejected, partly taken, not persisted) since the last run before a refresh
+KEEP = 5  # gate and adapter versions kept on disk; the current one and the one before it are never deleted
 
 
 def peak_rss_mb() -> float:
@@ -70,6 +74,8 @@ def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIR
             for step in ("gate", "refresh"):
                 if record[step].get("promoted"):
                     record["promoted"].append({"step": step, "version": record[step].get("version")})
+            record["pruned"] = {"gates": gate_versions(data_dir() / "gates").prune(KEEP),
+                                "adapters": adapter_versions(adapters_dir()).prune(KEEP)}
             ran = [s for s in ("gate", "refresh") if not record[s].get("skipped")]
             record["status"] = "done" if ran else "skipped"
             record["reason"] = "; ".join(f"{s}: {record[s].get('reason')}" for s in ("gate", "refresh"))

@@ -19,7 +19,8 @@ interpolates weights) and measured again, down to a quarter, so that what is pro
 infilling goal and part of the gain. (On the bench's small log, both shrink about in proportion:
 docs/BENCHMARKS.md, refresh run 3.) It is promoted only if replay acceptance rises (without the
 characters taken falling by more than 5%) and infilling drops by at most one point. Every adapter is
-kept (data dir `adapters/`); `--rollback` makes the one before the current one current again.
+kept (data dir `adapters/`; `hindsight learn` prunes the oldest beyond a bound); `--rollback` makes the one
+before the current one current again.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ that also keeps the acceptance gate's versions.
         current.json        {"current": "adapter-…", "history": ["adapter-… promoted before it", …]}
 
 A version is written whole or not at all and never changed afterwards; `current.json` is replaced
-atomically. Earlier adapters are never deleted: `rollback` makes the previously promoted one current
-again, or turns the adapter off when there was none.
+atomically. `rollback` makes the previously promoted one current again, or turns the adapter off when
+there was none; only `hindsight learn` deletes versions, the oldest beyond a bound, never the current one or
+the one before it (`Versions.prune`).
 
 An adapter only fits the exact base model it was trained on, so its manifest records the base GGUF's
 sha256 (`base_sha256`). Which adapter is served on which model is the engine's side of the same store
