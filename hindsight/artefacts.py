@@ -23,6 +23,7 @@ promoting; the server, meanwhile, is told why nothing is current.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -223,8 +224,6 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        import fcntl
-
         ensure_private_dir(self.path.parent)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

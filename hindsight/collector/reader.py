@@ -159,16 +159,10 @@ def shown_suggestions(path: Path, since: float | None = None, model: str | None 
 def judged_since(path: Path, since: float | None) -> int:
     """How many `MODEL_SUGGESTION`s of one database created at or after `since` (a Unix time; None: ever)
     have a `DECIDED` outcome: the new signal the learning loop waits for."""
-    conn = connect(Path(path))
-    try:
-        _check(conn, Path(path), ("created_at", "decision", "outcome", "source", "alternative_of"))
-        (n,) = conn.execute(f"SELECT count(*) FROM requests WHERE {MODEL_SUGGESTION} AND {DECIDED} "
-                            "AND (? IS NULL OR created_at >= ?)", [since, since]).fetchone()
-        return int(n)
-    except sqlite3.DatabaseError as e:
-        raise LogError(f"{path} is not a readable hindsight database ({e})") from None
-    finally:
-        conn.close()
+    return len(_select(
+        path, ("id",), f"{MODEL_SUGGESTION} AND {DECIDED} AND (? IS NULL OR created_at >= ?)", [since, since],
+        required=("id", "created_at", "decision", "outcome", "source", "alternative_of"),
+    ))  # fmt: skip
 
 
 def accepted_suggestions(path: Path, model: str | None = None) -> list[dict[str, Any]]:

@@ -425,10 +425,14 @@ class Store:
                              list(row.values()))
             return int(cur.lastrowid)
 
-    def learning_runs(self) -> list[dict[str, Any]]:
-        """The learning loop's runs, oldest first, with their JSON decoded."""
+    def learning_runs(self, statuses: Iterable[str] | None = None, last: bool = False) -> list[dict[str, Any]]:
+        """The learning loop's runs (those with one of `statuses`, when given), oldest first, with their JSON
+        decoded; `last`: only the newest of them."""
+        statuses = None if statuses is None else list(statuses)
+        where = "" if statuses is None else f"WHERE status IN ({', '.join('?' * len(statuses))})"
         with self._guard() as db:
-            rows = list(db.query("SELECT * FROM learning_runs ORDER BY id"))
+            rows = list(db.query(f"SELECT * FROM learning_runs {where} ORDER BY id {'DESC LIMIT 1' if last else ''}",
+                                 statuses or []))
         for row in rows:
             for k in self.RUN_JSON:
                 row[k] = json.loads(row.pop(f"{k}_json") or "null")

@@ -48,8 +48,8 @@ def peak_rss_mb() -> float:
 def last_run(db: Path) -> dict[str, Any] | None:
     """The last recorded run that read `db` and did not fail, if any."""
     with Store(db) as store:
-        runs = [r for r in store.learning_runs() if r["status"] in ("done", "skipped")]
-    return runs[-1] if runs else None
+        runs = store.learning_runs(("done", "skipped"), last=True)
+    return runs[0] if runs else None
 
 
 def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIRS, force: bool = False,

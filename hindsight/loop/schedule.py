@@ -74,12 +74,12 @@ def _systemctl(*args: str) -> str | None:
 def install(at: str) -> dict:
     """Writes the units and enables the timer when a systemd user session answers; says what to run when
     none does (a container, an SSH session without lingering)."""
-    directory = unit_dir()
+    directory, files = unit_dir(), units(at)
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in units(at).items():
+    for name, text in files.items():
         (directory / name).write_text(text)
     problem = _systemctl("daemon-reload") or _systemctl("enable", "--now", f"{NAME}.timer")
-    return {"installed": [str(directory / n) for n in units(at)], "at": at, "enabled": problem is None,
+    return {"installed": [str(directory / n) for n in files], "at": at, "enabled": problem is None,
             "note": None if problem is None else
             f"the timer is written but not enabled ({problem}): run `systemctl --user enable --now {NAME}.timer`"}
 

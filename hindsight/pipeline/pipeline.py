@@ -477,7 +477,7 @@ class Pipeline:
         except Exception as exc:
             stats = {"error": str(exc)}
         try:
-            runs = self.store.learning_runs() or []
+            runs = self.store.learning_runs(last=True) or []
         except Exception:  # a log that cannot say: no last run to show
             runs = []
         engine = self.engine
@@ -496,7 +496,7 @@ class Pipeline:
             if self.index_stats is None
             else {"files": self.index_stats.files, "chunks": self.index_stats.chunks, "seconds": self.index_stats.seconds},
             "stats": stats,
-            "lastLearning": learning_summary(runs[-1]) if runs else None,
+            "lastLearning": learning_summary(runs[0]) if runs else None,
         }
 
     def shutdown(self) -> None:

@@ -93,15 +93,11 @@ async function run(cmd) {
       await page.locator('.quick-input-list .monaco-list-row', { hasText: cmd.title }).first().click({ timeout: 20000 });
       return {};
     }
-    case 'count':  // elements matching a selector
-      return { count: await page.locator(cmd.selector).count() };
     case 'waitFor':  // an element matching a selector appears (or, with `gone`, disappears)
       await page.waitForSelector(cmd.selector, { state: cmd.gone ? 'detached' : 'attached', timeout: cmd.timeout ?? 15000 });
       return {};
     case 'text':  // the text of the elements matching a selector
       return { texts: await page.locator(cmd.selector).allInnerTexts() };
-    case 'html':  // debugging: the outer HTML of the first element matching a selector
-      return { html: await page.locator(cmd.selector).first().evaluate((e) => e.outerHTML) };
     case 'statusbar':  // the status bar's items' texts
       return { items: await page.locator('.statusbar-item').allInnerTexts() };
     case 'notifications':
