@@ -43,6 +43,18 @@ class GateOptions:
 
 
 @dataclass
+class LearningOptions:
+    """The learning loop run by the server itself (`hindsight learn` in a low-priority child process)."""
+
+    auto: bool = True  # start a run when the user has been idle for `idle_minutes` and there is enough new signal
+    idle_minutes: float = 10.0  # no typing and no request for this long counts as idle
+    min_outcomes: int = 200  # suggestions judged since the gate was last trained, before it is trained again
+    min_pairs: int = 50  # dissatisfied suggestions since the last refresh, before the adapter is refreshed again
+    threads: int = 1  # CPU threads the run may use (training and measuring)
+    memory_mb: int = 8192  # a run whose processes hold more resident memory than this is stopped
+
+
+@dataclass
 class ModelOptions:
     """Which model, and how to prompt it. `"model": "path.gguf"` is short for `{"path": "path.gguf"}`."""
 
@@ -69,6 +81,7 @@ class Options:
     context: ContextOptions = field(default_factory=ContextOptions)
     completion: CompletionOptions = field(default_factory=CompletionOptions)
     gate: GateOptions = field(default_factory=GateOptions)
+    learning: LearningOptions = field(default_factory=LearningOptions)
     # Apply the promoted LoRA adapter (data dir `adapters/`) to the embedded model, when there is one,
     # it was trained on the model being served, and llama.cpp loads it.
     adapter: bool = True

@@ -64,7 +64,7 @@ ALLOWED: dict[str, set[str]] = {
     "fim": FOUNDATIONS | {"artefacts", "collector", "engine", "retrieval", "refresh"},
     # The learning loop runs the gate's training and the refresh on the log, and records itself in it;
     # it prunes the gates' and the adapters' versions (engine: where the adapters live).
-    "loop": FOUNDATIONS | {"artefacts", "collector", "engine", "gating", "refresh"},
+    "loop": FOUNDATIONS | {"options", "artefacts", "collector", "engine", "gating", "refresh"},
     # The thin LSP layer: the pipeline and what it is configured with; no training, no benchmarks.
     "lsp": FOUNDATIONS | {"options", "artefacts", "collector", "engine", "retrieval", "gating", "pipeline"},
     # The `hindsight` command is the top: it may start anything.

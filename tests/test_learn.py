@@ -43,7 +43,7 @@ def test_a_run_trains_the_gate_on_new_signal_declines_the_rest_and_records_itsel
     # Nothing judged since: nothing to do, and the gate stays as it was.
     second = job.run(db, min_outcomes=100, min_pairs=10**6)
     assert second["status"] == "skipped" and second["read"]["judged_new"] == 0, second
-    assert "0 suggestions judged since the last run" in second["gate"]["reason"]
+    assert "0 suggestions judged since the gate was last trained" in second["gate"]["reason"]
     assert versions(home / "data" / "gates").current() == first["gate"]["version"]
 
     with Store(db) as store:
@@ -121,3 +121,108 @@ def test_no_database_is_refused_and_none_is_created(tmp_path, monkeypatch):
                           capture_output=True, text=True, timeout=120, env={**os.environ})
     assert done.returncode == 2 and "no database at" in done.stderr, done.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+# -- the server runs the loop by itself ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_path() -> str:
+    from hindsight.engine.model import resolve_model
+
+    return str(resolve_model(None))
+
+
+AUTO = {"auto": True, "idleMinutes": 0.02, "minOutcomes": 100, "minPairs": 10**6, "threads": 1}
+TEXT = "def area(width, height):\n    return "
+
+
+async def _serve(home: Path, model_path: str, db: Path, progress: bool = False):
+    from hindsight.simulate.session import Session
+    from conftest import WORKSPACE
+
+    options = {"model": model_path, "databasePath": str(db), "context": {"crossFile": False}, "learning": AUTO}
+    session = await Session.start(WORKSPACE, options=options, env={"HINDSIGHT_DATA_DIR": str(home / "data")},
+                                  progress=progress)
+    return session
+
+
+async def _status(session) -> dict:
+    from lsprotocol import types
+
+    return await session.client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="hindsight.status", arguments=[]))
+
+
+async def _until(check, timeout: float):
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not (value := await check()):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.25)
+    return value
+
+
+@pytest.mark.slow
+async def test_an_idle_server_runs_the_loop_by_itself_and_serves_what_it_promoted_without_a_restart(home, model_path):
+    import asyncio
+
+    from conftest import WORKSPACE
+
+    db = home / "hindsight.db"
+    session = await _serve(home, model_path, db, progress=True)
+    try:
+        doc = await session.open(WORKSPACE / "shapes" / "_learn.py", TEXT)
+        before = await _status(session)
+        assert before["gate"] is None and before["nextLearning"]["auto"]
+        answers = []
+
+        async def typing_on() -> None:  # requests all along: none is dropped while the run works and reloads
+            while True:
+                item, _ = await session.complete(doc, len(TEXT))
+                answers.append(item)
+                await asyncio.sleep(1.5)  # idle in between: the idle time is 1.2 s
+
+        typist = asyncio.create_task(typing_on())
+        status = await _until(lambda: _ended(session), timeout=120)
+        typist.cancel()
+        gate = versions(home / "data" / "gates").current()
+        assert gate is not None and status["gate"] == gate, status  # reloaded: serving the promoted gate
+        assert status["lastLearning"]["trigger"] == "server" and status["lastLearning"]["status"] == "done"
+        assert any(m.startswith("hindsight learned: gate") and "promoted" in m for m in session.messages), session.messages
+        kinds = [getattr(v, "kind", None) or v.get("kind") for v in session.progress]
+        assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds, kinds
+        assert answers and all(a is not None for a in answers)  # every request answered
+        item, _ = await session.complete(doc, len(TEXT))
+        assert item is not None
+    finally:
+        await session.close()
+    with Store(db) as store:
+        assert [r["trigger"] for r in store.learning_runs()] == ["server"]
+
+
+async def _ended(session) -> dict | None:
+    status = await _status(session)
+    run = status.get("lastLearning")
+    return status if run and run["trigger"] == "server" and status["gate"] else None
+
+
+@pytest.mark.slow
+async def test_two_idle_servers_on_one_data_directory_start_one_run(home, model_path):
+    import asyncio
+
+    db = home / "hindsight.db"
+    sessions = await asyncio.gather(_serve(home, model_path, db), _serve(home, model_path, db))
+    try:
+        await _until(lambda: _both_serve_the_gate(sessions, home), timeout=120)
+        await asyncio.sleep(3)  # time for a second run, were one to start
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+    with Store(db) as store:
+        runs = store.learning_runs()
+    assert len(runs) == 1 and runs[0]["trigger"] == "server", runs
+
+
+async def _both_serve_the_gate(sessions, home) -> bool:
+    gate = versions(home / "data" / "gates").current()
+    return gate is not None and all([(await _status(s))["gate"] == gate for s in sessions])

@@ -51,16 +51,22 @@ def say(message: str) -> None:
 @command("learn")
 @click.option("--db", "db", metavar="PATH", help="the log to learn from  [default: $HINDSIGHT_DB or the data dir's hindsight.db]")
 @click.option("--min-outcomes", type=click.IntRange(min=0), default=loop.MIN_OUTCOMES, show_default=True,
-              help="suggestions judged since the last run before the gate is trained again")
+              help="suggestions judged since the gate was last trained before it is trained again")
 @click.option("--min-pairs", type=click.IntRange(min=0), default=loop.MIN_PAIRS, show_default=True,
-              help="dissatisfied suggestions since the last run before the adapter is refreshed")
+              help="dissatisfied suggestions since the last refresh before the adapter is refreshed again")
 @click.option("--force", is_flag=True, help="train both whatever the signal")
 @click.option("--no-refresh", is_flag=True, help="the gate only: leave the adapter alone")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", help="use at most N CPUs  [default: all]")
+@click.option("--background", is_flag=True, help="the lowest CPU and I/O priority: yield to everything else")
+@click.option("--trigger", type=click.Choice(["command", "server", "timer"]), default="command", hidden=True,
+              help="who started the run (recorded with it)")
 @json_option
-def learn(db, min_outcomes, min_pairs, force, no_refresh, as_json) -> None:
+def learn(db, min_outcomes, min_pairs, force, no_refresh, threads, background, trigger, as_json) -> None:
+    if background or threads:
+        loop.background(threads) if background else loop.limit_threads(threads)
     need("train", *GATE_LIBRARIES, *([] if no_refresh else TORCH_LIBRARIES))
     record = loop.run(databases((db,) if db else ())[0], min_outcomes=min_outcomes, min_pairs=min_pairs, force=force,
-                      refresh=not no_refresh, progress=None if as_json else say)
+                      refresh=not no_refresh, trigger=trigger, progress=say)
     print_result(record, as_json)
 
 

@@ -105,7 +105,7 @@ class LlamaBackend:
             model_path=str(path),
             n_ctx=n_ctx,
             n_batch=512,
-            n_threads=n_threads or max(1, os.cpu_count() or 1),
+            n_threads=n_threads or len(os.sched_getaffinity(0)),
             logits_all=False,
             # Gemma 3 uses sliding-window attention; with a full-size SWA cache llama.cpp can drop the
             # tail of the cache and keep the prefix, which is what KV reuse needs.

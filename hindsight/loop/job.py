@@ -1,10 +1,11 @@
 """`hindsight learn`: one run of the learning loop.
 
-    hindsight learn [--db PATH] [--min-outcomes N] [--min-pairs N] [--force] [--no-refresh] [--json]
+    hindsight learn [--db PATH] [--min-outcomes N] [--min-pairs N] [--force] [--no-refresh] [--threads N]
+                    [--background] [--json]
 
 From the log, it retrains the acceptance gate when enough suggestions have been judged (accepted, partly
-accepted or rejected) since the last run, and refreshes the DPO adapter when enough new dissatisfaction
-signal has come in; each promotes only what measures better (hindsight/gating/train.py,
+accepted or rejected) since the gate was last trained, and refreshes the DPO adapter when enough new
+dissatisfaction signal has come in since the last refresh; each promotes only what measures better (hindsight/gating/train.py,
 hindsight/refresh/job.py). One run at a time per data directory (`artefacts.RunLock`): a second one
 returns at once, `busy`. Every run that gets the lock is recorded in the log's `learning_runs` table: when,
 what it read, each step's result or why it was skipped, what was promoted, how long it took, peak memory.
@@ -15,6 +16,9 @@ and moves its pointer atomically.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
 import resource
 import time
 from pathlib import Path
@@ -28,12 +32,13 @@ from hindsight.engine.adapters import adapters_dir, versions as adapter_versions
 from hindsight.gating.dataset import GateError, load
 from hindsight.gating.gate import versions as gate_versions
 from hindsight.gating.train import train
+from hindsight.options import LearningOptions
 from hindsight.paths import data_dir
 from hindsight.refresh import job as refresh_job
 from hindsight.refresh.pairs import mine
 
-MIN_OUTCOMES = 200  # judged suggestions since the last run before the gate is trained again
-MIN_PAIRS = 50  # dissatisfaction signals (rejected, partly taken, not persisted) since the last run before a refresh
+MIN_OUTCOMES = LearningOptions.min_outcomes  # judged suggestions since the gate was last trained, before it is again
+MIN_PAIRS = LearningOptions.min_pairs  # dissatisfaction signals (rejected, partly taken, not persisted) since the last refresh
 KEEP = 5  # gate and adapter versions kept on disk; the current one and the one before it are never deleted
 
 
@@ -45,11 +50,47 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024  # Linux reports KiB
 
 
-def last_run(db: Path) -> dict[str, Any] | None:
-    """The last recorded run that read `db` and did not fail, if any."""
+IOPRIO_SET = {"x86_64": 251, "aarch64": 30}  # the ioprio_set system call's number
+
+
+def background(threads: int | None) -> None:
+    """Make this process (and what it starts) yield to the user's: the idle CPU scheduling class, the lowest
+    nice value and idle I/O priority; with `threads`, `limit_threads`. Each is best effort: a system that
+    refuses one keeps going."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    except OSError:
+        pass
+    number = IOPRIO_SET.get(platform.machine())
+    if number is not None:  # IOPRIO_WHO_PROCESS, this process, class 3 (idle)
+        ctypes.CDLL(None, use_errno=True).syscall(number, 1, 0, 3 << 13)
+    if threads:
+        limit_threads(threads)
+
+
+def limit_threads(threads: int) -> None:
+    """At most `threads` CPUs for this process and what it starts (the training libraries read
+    OMP_NUM_THREADS when they load, after this; llama.cpp takes as many threads as the CPUs it may use)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cpus[-threads:])  # the last ones: a server's model thread starts on the first
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def last_runs(db: Path) -> dict[str, dict[str, Any] | None]:
+    """The last recorded run that read `db` (`any`, whatever its status), the last that trained the gate
+    (`gate`) and the last that refreshed the adapter (`refresh`), each None when there was none."""
     with Store(db) as store:
-        runs = store.learning_runs(("done", "skipped"), last=True)
-    return runs[0] if runs else None
+        runs = store.learning_runs(("done", "skipped", "failed"))
+    last: dict[str, dict[str, Any] | None] = {"any": runs[-1] if runs else None, "gate": None, "refresh": None}
+    for step in ("gate", "refresh"):
+        last[step] = next((r for r in reversed(runs) if r["status"] == "done"
+                           and r.get(step) and not r[step].get("skipped")), None)
+    return last
 
 
 def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIRS, force: bool = False,
@@ -64,11 +105,12 @@ def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIR
         started = time.time()
         record: dict[str, Any] = {"started_at": started, "trigger": trigger, "promoted": []}
         try:
-            previous = last_run(db)
-            since = previous["started_at"] if previous else None
-            judged = judged_since(db, since)
-            dsat = sum(mine([db], since=since).counts["dsat"].values())
-            record["read"] = {"database": str(db), "since": since, "judged_new": judged, "dsat_new": dsat}
+            last = last_runs(db)
+            since = {step: last[step]["started_at"] if last[step] else None for step in ("gate", "refresh")}
+            judged = judged_since(db, since["gate"])
+            dsat = sum(mine([db], since=since["refresh"]).counts["dsat"].values())
+            record["read"] = {"database": str(db), "since": since["gate"], "refresh_since": since["refresh"],
+                              "judged_new": judged, "dsat_new": dsat}
             record["gate"] = _gate(db, judged, min_outcomes, force, say)
             record["refresh"] = _refresh(db, dsat, min_pairs, force, refresh, say)
             for step in ("gate", "refresh"):
@@ -94,7 +136,8 @@ def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIR
 
 def _gate(db: Path, judged: int, min_outcomes: int, force: bool, say: Callable[[str], None]) -> dict[str, Any]:
     if judged < min_outcomes and not force:
-        return {"skipped": True, "reason": f"{judged} suggestions judged since the last run, fewer than {min_outcomes}"}
+        return {"skipped": True, "reason": f"{judged} suggestions judged since the gate was last trained, "
+                                           f"fewer than {min_outcomes}"}
     say("training the acceptance gate")
     try:
         metrics = train(load([db]), gates_dir=data_dir() / "gates")
@@ -111,7 +154,7 @@ def _refresh(db: Path, dsat: int, min_pairs: int, force: bool, enabled: bool,
     if not enabled:
         return {"skipped": True, "reason": "not asked for"}
     if dsat < min_pairs and not force:
-        return {"skipped": True, "reason": f"{dsat} dissatisfied suggestions since the last run, fewer than {min_pairs}"}
+        return {"skipped": True, "reason": f"{dsat} dissatisfied suggestions since the last refresh, fewer than {min_pairs}"}
     say("refreshing the adapter")
     try:
         result = refresh_job.run(dbs=[db], progress=say)

@@ -44,7 +44,7 @@ def units(at: str, python: str = sys.executable) -> dict[str, str]:
         "Description=hindsight: one run of the learning loop (gate and adapter from the log)\n\n"
         "[Service]\n"
         "Type=oneshot\n"
-        f"ExecStart={shlex.quote(python)} -m hindsight learn\n"
+        f"ExecStart={shlex.quote(python)} -m hindsight learn --trigger timer\n"
         f"{env}"
         "Nice=19\n"
         "IOSchedulingClass=idle\n"

@@ -2,8 +2,8 @@
 
 Each handler translates one LSP message into a call on `hindsight.pipeline.Pipeline` (which owns the
 completion path, the log, the model, the gate and the index) and its answer back into LSP: positions in
-the client's units, errors as JSON-RPC errors, messages as window/showMessage, the index's progress as
-$/progress. The framing that survives bad clients is `protocol.HindsightProtocol`.
+the client's units, errors as JSON-RPC errors, messages as window/showMessage, the index's and the
+learning loop's progress as $/progress. The framing that survives bad clients is `protocol.HindsightProtocol`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pygls.uris import to_fs_path
 
 from hindsight import __version__
 from hindsight.lsp.protocol import HindsightProtocol
+from hindsight.pipeline.learning import Progress
 from hindsight.pipeline.pipeline import Lead, Pipeline, Stale
 from hindsight.request import CompletionRequest
 from hindsight.syntax import SOURCE_EXTENSIONS, normalize_language
@@ -41,6 +42,34 @@ DID_REJECT = "hindsight/didReject"
 MESSAGE_TYPES = {"error": types.MessageType.Error, "warning": types.MessageType.Warning, "info": types.MessageType.Info}
 
 
+class WorkDoneProgress(Progress):
+    """A learning run's progress as $/progress, when the client takes it (window.workDoneProgress)."""
+
+    def __init__(self, server: "HindsightServer"):
+        self.server = server
+        self.token: str | None = None
+
+    def _supported(self) -> bool:
+        caps = self.server.client_capabilities
+        return bool(caps and caps.window and caps.window.work_done_progress)
+
+    def begin(self, title: str) -> None:
+        if not self._supported():
+            return
+        self.token = f"hindsight-learn-{time.time_ns()}"
+        self.server.work_done_progress.create(self.token)
+        self.server.work_done_progress.begin(self.token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+
+    def report(self, message: str) -> None:
+        if self.token is not None:
+            self.server.work_done_progress.report(self.token, types.WorkDoneProgressReport(message=message))
+
+    def end(self, message: str) -> None:
+        if self.token is not None:
+            self.server.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+            self.token = None
+
+
 class HindsightServer(LanguageServer):
     def __init__(self):
         super().__init__(
@@ -49,7 +78,7 @@ class HindsightServer(LanguageServer):
             protocol_cls=HindsightProtocol,
             text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
         )
-        self.pipeline = Pipeline(sink=self.show_message)
+        self.pipeline = Pipeline(sink=self.show_message, progress=WorkDoneProgress(self))
 
     # -- transport: pygls' servers, reading with HindsightProtocol.read_messages ------------------------
     def start_io(self, stdin=None, stdout=None) -> None:

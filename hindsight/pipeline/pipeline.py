@@ -45,6 +45,7 @@ from hindsight.gating.features import Cursor, UserState
 from hindsight.gating.gate import load_gate
 from hindsight.gating.policy import Policy, Thresholds
 from hindsight.options import Options, parse_options
+from hindsight.pipeline.learning import Learning, Progress, last_summary
 from hindsight.paths import data_dir
 from hindsight.pipeline.recording import NoStore, Outcomes, Recording, request_row
 from hindsight.request import CompletionRequest, Snippet
@@ -72,12 +73,6 @@ class Lead:
     suggestion is drawn from `start`, beginning with `text`, so that it continues the selected item."""
     start: tuple[int, int]  # (line, character) in the real document
     text: str
-
-
-def learning_summary(run: dict[str, Any]) -> dict[str, Any]:
-    """The last run of the learning loop (the log's `learning_runs`), as `hindsight.status` tells it."""
-    return {"endedAt": run.get("ended_at"), "status": run.get("status"), "promoted": run.get("promoted") or [],
-            "reason": run.get("reason")}
 
 
 class Notices:
@@ -144,7 +139,7 @@ class GateRun:
 
 
 class Pipeline:
-    def __init__(self, sink: Callable[[str, str], None] | None = None):
+    def __init__(self, sink: Callable[[str, str], None] | None = None, progress: Progress | None = None):
         self.notices = Notices(sink)
         self.options = Options()
         self.model_override: str | None = None  # `hindsight serve --model`
@@ -164,6 +159,25 @@ class Pipeline:
         self.served = 0
         self.session_id = uuid.uuid4().hex[:16]  # this run of the server: one of the user's sessions
         self._inflight: threading.Event | None = None
+        self.last_activity = time.monotonic()  # the user's last keystroke or request
+        self.learning = self._learning(progress)
+        self._ticking: asyncio.Task | None = None
+
+    def _learning(self, progress: Progress | None) -> Learning:
+        def last_run() -> dict[str, Any] | None:
+            runs = self.store.learning_runs(last=True) or []
+            return runs[0] if runs else None
+
+        def tell(message: str, level: str) -> None:
+            self.notices.tell(message, level, key=f"learning:{time.time()}")  # each run's end is told
+
+        def reload() -> None:
+            if self.loop is not None:
+                self.loop.create_task(self.reload())
+
+        return Learning(self.options.learning, db=lambda: self.store.path, last_run=last_run,
+                        idle_s=lambda: time.monotonic() - self.last_activity, reload=reload, tell=tell,
+                        progress=progress)
 
     # -- set-up ---------------------------------------------------------------------------------------
     def configure(self, raw_options: Any) -> None:
@@ -181,6 +195,17 @@ class Pipeline:
         self.store = Recording(store, self.notices) if store is not None else NoStore()
         self.tracker = OutcomeTracker(Outcomes(self.store, self.user))
         self.load_gate()
+        self.learning = self._learning(self.learning.progress)
+        self._ticking = self.loop.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """The learning loop's tick (`Learning.tick`), for as long as the server runs."""
+        while True:
+            await asyncio.sleep(self.learning.interval_s())
+            try:
+                self.learning.tick()
+            except Exception:  # a bug must not stop the ticks, nor the server
+                log.exception("learning tick failed")
 
     def load_gate(self) -> None:
         """The promoted acceptance gate (`hindsight train-gate`), if there is one and it loads. One that
@@ -300,6 +325,7 @@ class Pipeline:
         Raises `Stale` when the document changed meanwhile; asyncio.CancelledError is recorded and
         passed on. Sets the request's `request_id`, `cancelled` and `admit`. With a `lead`, `req` is the
         document as if the lead were written, and each suggestion's text begins with the lead's."""
+        self.last_activity = time.monotonic()
         if req.language not in self.options.languages:
             return None
         if self._inflight is not None:
@@ -397,6 +423,7 @@ class Pipeline:
     def document_changed(self, uri: str, start, end, text: str, lines: Callable[[], list[str]]) -> None:
         """An edit from `start` to `end` (line, character) of the text as it stood, replaced by `text`;
         `lines()` gives the document as it stands now (split only when a suggestion there is followed)."""
+        self.last_activity = time.monotonic()
         typed = len(text) <= 2 and start[0] == end[0] and end[1] - start[1] <= 1  # a key, not a paste
         if typed and (text or end != start):
             self.user.keystroke()
@@ -496,10 +523,13 @@ class Pipeline:
             if self.index_stats is None
             else {"files": self.index_stats.files, "chunks": self.index_stats.chunks, "seconds": self.index_stats.seconds},
             "stats": stats,
-            "lastLearning": learning_summary(runs[0]) if runs else None,
+            "lastLearning": last_summary(runs[0]) if runs else None,
+            "nextLearning": self.learning.next(),
         }
 
     def shutdown(self) -> None:
+        if self._ticking is not None:
+            self._ticking.cancel()  # a learning run under way goes on, on its own, and records itself
         if self._inflight is not None:
             self._inflight.set()
         if self.live is not None:

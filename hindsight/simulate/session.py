@@ -41,6 +41,7 @@ class Session:
     client: LanguageClient
     process_pid: int | None = None
     messages: list[str] = field(default_factory=list)
+    progress: list[Any] = field(default_factory=list)  # $/progress values (begin, report, end), when asked for
 
     @classmethod
     async def start(
@@ -50,9 +51,19 @@ class Session:
         options: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         log_file: Path | None = None,
+        progress: bool = False,
     ) -> "Session":
+        """`progress`: the client takes $/progress (window.workDoneProgress), kept in `progress`."""
         client = LanguageClient("hindsight-session", "0.1")
         session = cls(client)
+
+        @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
+        def _create(params: types.WorkDoneProgressCreateParams):
+            return None
+
+        @client.feature(types.PROGRESS)
+        def _progress(params: types.ProgressParams):
+            session.progress.append(params.value)
 
         @client.feature(types.WINDOW_SHOW_MESSAGE)
         def _show(params: types.ShowMessageParams):
@@ -72,7 +83,9 @@ class Session:
             types.InitializeParams(
                 process_id=os.getpid(),
                 root_uri=root.resolve().as_uri(),
-                capabilities=types.ClientCapabilities(),
+                capabilities=types.ClientCapabilities(
+                    window=types.WindowClientCapabilities(work_done_progress=True) if progress else None
+                ),
                 initialization_options=options or {},
             )
         )
