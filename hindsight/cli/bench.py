@@ -24,6 +24,7 @@ from hindsight.evaluation import (
     bench_bm25,
     bench_gate,
     bench_latency,
+    bench_loop,
     bench_redact,
     bench_refresh,
     bench_repo,
@@ -115,6 +116,30 @@ def refresh(repo, files, held_out_files, sites, seed, pace_ms, epochs, sft_weigh
         files=files, held_out_files=held_out_files, sites=sites, seed=seed, pace_ms=pace_ms, epochs=epochs,
         sft_weight=sft_weight, learning_rate=learning_rate, anchor_weight=anchor_weight, infill_tasks=infill_tasks,
         trl_steps=trl_steps, train_db=train_db, model=model, weights=weights,
+    )
+    print_result(result, as_json)
+
+
+@bench.command("loop", help="A simulated developer on REPO day by day through the real server, learning on its own "
+                             "between days; each day scored on new files.")
+@click.argument("repo", type=click.Path(path_type=Path))
+@click.option("--days", type=int, default=3, show_default=True)
+@click.option("--files-per-day", type=int, default=10, show_default=True)
+@click.option("--sites", type=int, default=2, show_default=True, help="edit sites a file")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--pace-ms", type=float, default=25.0, show_default=True)
+@click.option("--idle-minutes", type=float, default=bench_loop.IDLE_MINUTES, show_default=True,
+              help="the server's learning.idleMinutes: the developer's idle time at the end of a day")
+@click.option("--infill-tasks", type=int, default=INFILL_TASKS, show_default=True)
+@click.option("--keep", is_flag=True, help="keep the work directory (database, data directory)")
+@click.option("--plot", type=click.Path(path_type=Path), metavar="PNG", help="draw the days")
+@json_option
+def loop(repo, days, files_per_day, sites, seed, pace_ms, idle_minutes, infill_tasks, keep, plot, as_json) -> None:
+    need("bench", *TORCH_LIBRARIES, *GATE_LIBRARIES, *plot_libraries(plot))
+    result = bench_loop.main(
+        repo, keep=keep, plot_to=plot, progress=(lambda message: None) if as_json else print, days=days,
+        files_per_day=files_per_day, sites=sites, seed=seed, pace_ms=pace_ms, idle_minutes=idle_minutes,
+        infill_tasks=infill_tasks,
     )
     print_result(result, as_json)
 

@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from lsprotocol import types
 
@@ -260,12 +260,16 @@ async def simulate(
     steps: list[Step] | None = None,
     select: Callable[[str], bool] | None = None,
     by_site: dict[str, list[Step]] | None = None,
+    env: dict[str, str] | None = None,
+    after: Callable[[Session], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the simulation; the summary. `options` go into initializationOptions (`db` wins over theirs).
 
     `steps`, when given, receives every request's Step (the tests compare them with the database);
     `select` keeps only some files (see `plan`); `by_site`, when given, receives each site's Steps under
-    `path:k` (the bench's interval resamples sites).
+    `path:k` (the bench's interval resamples sites); `env`: more environment for the server; `after`, when
+    given, is awaited with the session once the last site is typed, before the server is shut down (what
+    it returns is the summary's `after`).
     """
     t0 = time.perf_counter()
     repo = Path(repo)
@@ -285,7 +289,8 @@ async def simulate(
     server_options = {**(options or {}), "databasePath": str(db.resolve())}
     all_steps: list[Step] = [] if steps is None else steps
     typed = accepted_chars = n_sites = 0
-    session = await Session.start(repo, options=server_options, log_file=log_file)
+    session = await Session.start(repo, options=server_options, log_file=log_file, env=env)
+    afterwards = None
     try:
         context = server_options.get("context")
         if not (isinstance(context, dict) and context.get("crossFile") is False):
@@ -318,6 +323,8 @@ async def simulate(
         await session.client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="hindsight.status", arguments=[])
         )
+        if after is not None:
+            afterwards = await after(session)
     finally:
         await session.close()
     return {
@@ -326,4 +333,5 @@ async def simulate(
         **summarize(all_steps, typed, accepted_chars),
         "seconds": round(time.perf_counter() - t0, 1),
         "db": str(db),
+        **({"after": afterwards} if after is not None else {}),
     }
