@@ -226,3 +226,63 @@ async def test_two_idle_servers_on_one_data_directory_start_one_run(home, model_
 async def _both_serve_the_gate(sessions, home) -> bool:
     gate = versions(home / "data" / "gates").current()
     return gate is not None and all([(await _status(s))["gate"] == gate for s in sessions])
+
+
+# -- a run killed at each stage ------------------------------------------------------------------------
+
+STAGES = ["training the acceptance gate", "refreshing the adapter", "pairs to train on",
+          "measuring the model before and after"]
+
+
+def add_pairs(db: Path, n_files: int = 12) -> None:
+    """Suggestions turned down where the user wrote something else: the refresh's pairs, in 12 files."""
+    from test_refresh import PAIRS
+
+    with Store(db) as store:
+        for i in range(n_files):
+            pair = PAIRS[i % len(PAIRS)]
+            rid = store.insert_request({"created_at": 1_800_000_000.0 + i, "uri": f"file:///work/project/pairs_{i}.py",
+                                        "language": "python", "decision": "show", "source": "model",
+                                        "prompt": pair["prompt"], "prefix": pair["prompt"], "suffix": "",
+                                        "completion": pair["rejected"], "mode": "single"})
+            store.set_outcome(rid, "rejected", reason="typed_over")
+            store.record_actual_text(rid, pair["chosen"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", STAGES)
+async def test_a_run_killed_at_each_stage_leaves_everything_serving_as_before(home, model_path, stage):
+    db = home / "hindsight.db"
+    add_pairs(db)
+    gate = job.run(db, min_outcomes=0, min_pairs=10**6, force=True, refresh=False)["gate"]["version"]
+    env = {**os.environ, "HINDSIGHT_DATA_DIR": str(home / "data")}
+    child = subprocess.Popen([sys.executable, "-m", "hindsight", "learn", "--db", str(db), "--force"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in child.stderr:
+        seen.append(line)
+        if stage in line:
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL, "".join(seen)  # killed at that stage, not ended before it
+    gates = versions(home / "data" / "gates")
+    assert gates.current() == gate or (home / "data" / "gates" / gates.current() / "stage2.onnx").is_file()
+    from hindsight.engine.adapters import adapters_dir, current_name
+    assert current_name(adapters_dir()) is None  # nothing promoted half-way
+    with RunLock(home / "data") as lock:
+        assert lock.held  # the kernel dropped the killed run's lock
+    session = await _serve(home, model_path, db)
+    try:
+        status = await _status(session)
+        assert status["gate"] == gates.current() and status["adapter"] is None
+        await session.complete(await session.open(_workspace() / "shapes" / "_killed.py", TEXT), len(TEXT))
+        assert status["modelError"] is None
+    finally:
+        await session.close()
+
+
+def _workspace() -> Path:
+    from conftest import WORKSPACE
+
+    return WORKSPACE

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "complete": ("serve", 'One completion at FILE:LINE:COL (1-based), with per-stage timings.'),
     "index": ("serve", 'Index a workspace for cross-file context now (the server does it on start; cached).'),
     "stats": ("log", 'Outcome counts, acceptance rate and latency from the log.'),
+    "report": ("log", 'What you gained, day by day and per model, adapter and gate: acceptance, characters kept, rejects shown, latency.'),
     "forget": ("log", 'Delete the logged data (all, or since a date), then VACUUM the database.'),
     "demo": ("simulate", 'Watch a simulated developer use hindsight over real LSP (what `make demo` runs).'),
     "simulate": ("simulate", 'A simulated developer removes code from the files of REPO (a directory) and types it back through the real server; the files are read, never written.'),

@@ -1,4 +1,4 @@
-"""The log: `hindsight stats` reads it, `hindsight forget` deletes from it."""
+"""The log: `hindsight stats` and `hindsight report` read it, `hindsight forget` deletes from it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,32 @@ from pathlib import Path
 
 import click
 
-from hindsight.cli.common import command, databases, db_option, json_option
+from hindsight.cli.common import command, databases, db_option, json_option, need
 from hindsight.cli.output import format_stats
+from hindsight.collector import report as gains
 from hindsight.collector.store import Store
 from hindsight.errors import HindsightError, UsageError
 from hindsight.paths import db_path
 from hindsight.refresh.pairs import parse_since
+
+
+@command("report")
+@click.option("--db", "db", metavar="PATH", help="the log  [default: $HINDSIGHT_DB or the data dir's hindsight.db]")
+@click.option("--plot", type=click.Path(path_type=Path), metavar="FILE.png", help="draw the days to this file")
+@json_option
+def report(db, plot, as_json) -> None:
+    path = databases((db,) if db else ())[0]
+    result = {"days": gains.report(path, "day"), "versions": gains.report(path, "version")}
+    if plot:
+        need("bench", "matplotlib")
+        gains.plot(result["days"], plot, str(path))
+        result["plot"] = str(plot)
+    if as_json:
+        print(json.dumps(result))
+        return
+    print("By day\n" + gains.table(result["days"]) + "\n\nBy model (and adapter) and gate\n" + gains.table(result["versions"]))
+    if plot:
+        print(f"\nplot: {plot}")
 
 
 @command("stats")

@@ -56,6 +56,7 @@ PARTIAL = "outcome = 'partial'"
 REJECTED = "outcome = 'rejected'"
 DECIDED = "outcome IN ('accepted', 'partial', 'rejected')"
 TAKEN = "outcome IN ('accepted', 'partial')"
+KEPT = 0.5  # edit similarity at or above which accepted text still there at its persistence check counts as kept
 
 # The columns the pairs miner and the replay read (m001_initial); session_id and alternative_of came
 # later (m003, m004) and read as NULL where a database predates them.
@@ -166,10 +167,13 @@ def judged_since(path: Path, since: float | None) -> int:
 
 
 def accepted_suggestions(path: Path, model: str | None = None) -> list[dict[str, Any]]:
-    """The `MODEL_SUGGESTION`s of one database `ACCEPTED` in full, with a prompt (the replay's guard against
-    breaking what was right), oldest first; the columns of `shown_suggestions`."""
+    """The `MODEL_SUGGESTION`s of one database `ACCEPTED` in full and not undone (their last persistence
+    check found them `KEPT`, or none ran), with a prompt: the replay's guard against breaking what was
+    right, whose characters are the ones the user kept. Oldest first; the columns of `shown_suggestions`."""
     return _select(
-        path, SUGGESTION_COLUMNS, f"{MODEL_SUGGESTION} AND {ACCEPTED} AND prompt != '' AND {BY_MODEL}", [model, model],
+        path, SUGGESTION_COLUMNS,
+        f"{MODEL_SUGGESTION} AND {ACCEPTED} AND coalesce(persist_120s, persist_30s, 1) >= {KEPT} AND prompt != '' "
+        f"AND {BY_MODEL}", [model, model],
         required=(*SUGGESTION_COLUMNS, "model"), optional=SUGGESTION_OPTIONAL,
     )  # fmt: skip
 
@@ -200,4 +204,22 @@ def model_calls(path: Path) -> list[dict[str, Any]]:
         f"{MODEL_CALL} AND features_json IS NOT NULL",
         required=("id", "created_at", "decision", "outcome", "features_json", "timings_json", "source",
                   "alternative_of"),
+    )  # fmt: skip
+
+
+
+def report_rows(path: Path) -> list[dict[str, Any]]:
+    """Every `MODEL_CALL` and every shown alternative of one database, oldest first, with what `hindsight
+    report` counts: `shown` (`SHOWN_ONCE`), the outcome, the characters taken and kept (`kept_chars`: a
+    suggestion `ACCEPTED` whose last persistence check, at two minutes or else 30 s, found it `KEPT`, its
+    length; `PARTIAL`, the part taken, which is not checked), the latency, and the model (with its
+    adapter) and gate that served it."""
+    kept = (f"CASE WHEN {ACCEPTED} AND coalesce(persist_120s, persist_30s) >= {KEPT} THEN length(completion) "
+            f"WHEN {PARTIAL} THEN coalesce(accepted_length, 0) ELSE 0 END AS kept_chars")
+    return _select(
+        path, ("created_at", "model", "gate_version", "latency_ms", f"coalesce({SHOWN_ONCE}, 0) AS shown",
+               f"coalesce({MODEL_CALL}, 0) AS call", "outcome", kept),
+        f"{MODEL_CALL} OR {SHOWN}", [],
+        required=("created_at", "model", "gate_version", "latency_ms", "decision", "shown_at", "outcome", "source",
+                  "alternative_of", "completion", "accepted_length", "persist_30s", "persist_120s"),
     )  # fmt: skip

@@ -28,7 +28,7 @@ from hindsight.engine.model import resolve_model
 from hindsight.errors import UsageError
 from hindsight.refresh.dpo import DPOConfig
 from hindsight.refresh.evaluate import INFILL_TASKS
-from hindsight.refresh.job import accepted_rows, held_out, refresh
+from hindsight.refresh.job import CHARS_DROP, INFILL_DROP, accepted_rows, held_out, refresh
 from hindsight.refresh.pairs import mine
 from hindsight.refresh.trl_baseline import trl_pairs_per_minute
 from hindsight.simulate.simulate import simulate, summarize
@@ -123,7 +123,10 @@ def run(
         trl = trl_pairs_per_minute(mined.pairs, steps=trl_steps, work_dir=work, max_length=None,
                                    model_path=model_path, weights=weights)
     before, after = replays["before"], replays["after"]
+    interval = change_interval(steps["before"], steps["after"], seed=seed)
     return {
+        "verdict": verdict(interval, before["accepted_chars"], after["accepted_chars"], result["infill_before"],
+                           result["infill_after"]),
         "pairs": len(mined.pairs),
         "train_pairs": result["pairs"],
         "train_seconds": result["train_seconds"],
@@ -133,7 +136,7 @@ def run(
         "acceptance_after": after["acceptance_rate"],
         "acceptance_change": round(after["acceptance_rate"] / before["acceptance_rate"] - 1, 3)
         if before["acceptance_rate"] else None,
-        "acceptance_change_90": change_interval(steps["before"], steps["after"], seed=seed),
+        "acceptance_change_90": interval,
         "es_before": before["es"],
         "es_after": after["es"],
         "accepted_chars_before": before["accepted_chars"],
@@ -179,6 +182,21 @@ def change_interval(before: dict, after: dict, rounds: int = 2000, seed: int = 0
         return None
     change = (acc_a[ok] / shown_a[ok]) / (acc_b[ok] / shown_b[ok]) - 1
     return [round(float(q), 3) for q in np.percentile(change, [5, 95])]
+
+
+def verdict(interval: list[float] | None, chars_before: int, chars_after: int, infill_before: float | None,
+            infill_after: float | None) -> str:
+    """'better' when acceptance on the held-out files rose beyond its 90% interval, the characters the
+    developer kept from suggestions did not fall by more than the refresh allows (an adapter accepted more
+    often only by saying less is not better) and infilling kept within a point; else what failed."""
+    failed = []
+    if not interval or interval[0] <= 0:
+        failed.append("acceptance did not rise beyond its 90% interval")
+    if chars_after < (1 - CHARS_DROP) * chars_before:
+        failed.append(f"characters kept fell {chars_before} → {chars_after}")
+    if infill_before is not None and infill_after is not None and infill_after < infill_before - INFILL_DROP - 1e-9:
+        failed.append(f"infilling fell {infill_before} → {infill_after}")
+    return "better" if not failed else "not better: " + "; ".join(failed)
 
 
 def plot(result: dict, path: Path) -> None:

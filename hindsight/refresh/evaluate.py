@@ -5,8 +5,9 @@ Replay: for each held-out request whose right answer is known (the completion th
 text they wrote after rejecting one), the model's greedy suggestion from the exact logged prompt, with
 the engine's token healing, cut as the engine cuts it (at the end of the line, or after as many lines as
 the logged suggestion had). It counts as accepted when the simulated developer would accept it
-(hindsight.simulate.simulator.decide): exactly what was about to be typed. The accepted rows guard against an
-adapter that fixes the rejected suggestions by breaking the right ones.
+(hindsight.simulate.simulator.decide): exactly what was about to be typed. The accepted rows (those the
+user kept: `collector.reader.accepted_suggestions`) guard against an adapter that fixes the rejected
+suggestions by breaking the right ones; the characters taken are characters the user kept.
 """
 
 from __future__ import annotations

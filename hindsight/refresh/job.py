@@ -17,8 +17,10 @@ any adapter that changes outputs). When the adapter costs more than one point of
 is halved (alpha scaled: a point between the base model and the trained adapter, as WiSE-FT
 interpolates weights) and measured again, down to a quarter, so that what is promoted keeps the
 infilling goal and part of the gain. (On the bench's small log, both shrink about in proportion:
-docs/BENCHMARKS.md, refresh run 3.) It is promoted only if replay acceptance rises (without the
-characters taken falling by more than 5%) and infilling drops by at most one point. Every adapter is
+docs/BENCHMARKS.md, refresh run 3.) It is promoted only if replay acceptance rises, the characters the
+user would have kept from its suggestions do not fall by more than 5% (an adapter accepted more often only
+by saying less is not better; the replay's right answers are what the user wrote and kept: accepted
+suggestions that were edited away count by what replaced them), and infilling drops by at most one point. Every adapter is
 kept (data dir `adapters/`; `hindsight learn` prunes the oldest beyond a bound); `--rollback` makes the one
 before the current one current again.
 """
@@ -49,7 +51,7 @@ from hindsight.refresh.registry import promote as promote_version, write_version
 
 HELD_OUT = 0.2  # share of files (groups of pairs) held out for the before/after replay
 MAX_REPLAY = 600  # held-out replay items, at most (each is a generation with each model), spread over the files
-CHARS_DROP = 0.05  # the characters taken in the replay may fall by at most this share (BENCHMARKS, runs 10-11)
+CHARS_DROP = 0.05  # the characters kept in the replay may fall by at most this share (BENCHMARKS, runs 10-11)
 INFILL_DROP = 0.01  # infilling pass@1 may drop by at most this much for an adapter to be promoted
 SCALES = (1.0, 0.5, 0.25)  # the adapter's effect, tried in turn while it costs more infilling than that
 

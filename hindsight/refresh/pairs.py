@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote, urlparse
 
-from hindsight.collector.reader import LogError, shown_suggestions
+from hindsight.collector.reader import KEPT, LogError, shown_suggestions
 from hindsight.redact import MARK_RE, redact
 from hindsight.engine.backend import BackendError
 from hindsight.engine.engine import heal_split
@@ -81,7 +81,7 @@ from hindsight.paths import ensure_private_dir
 # when the sampler's signature has it): sampling stops there instead of at its token limit.
 Sampler = Callable[..., list[str]]
 
-PERSISTED = 0.5  # edit similarity of accepted text still there at or above which it counts as kept
+PERSISTED = KEPT  # edit similarity of accepted text still there at or above which it counts as kept
 DSAT_REASONS = frozenset({"typed_over", "dismissed", "cycled"})
 SAMPLES = 4  # samples drawn per pair that needs one
 

@@ -25,6 +25,8 @@ export interface ServerStatus {
   stats: Stats | { error: string } | null;
   /** The learning loop's last run (`hindsight learn`), if the log has one. */
   lastLearning?: LearningRun | null;
+  /** The next run: when the server will start one by itself (or that it is under way). */
+  nextLearning?: NextLearning | null;
   /** Only in the answer to hindsight.reload: what that reload warned of (it kept the last good model, adapter or gate). */
   reloadProblems?: string[];
 }
@@ -34,6 +36,15 @@ export interface LearningRun {
   status: string;
   promoted: { step: string; version: string | null }[];
   reason: string | null;
+  /** One line: what it promoted and what that measured, or why nothing was. */
+  summary?: string;
+}
+
+export interface NextLearning {
+  auto: boolean;
+  running: boolean;
+  stage: string | null;
+  when: string;
 }
 
 export interface BarInput {
@@ -98,9 +109,10 @@ export function describe(status: ServerStatus): string[] {
   const run = status.lastLearning;
   if (run) {
     const when = run.endedAt ? new Date(run.endedAt * 1000).toISOString().slice(0, 16).replace('T', ' ') : '?';
-    const what = run.promoted.length ? `promoted ${run.promoted.map((p) => `${p.step} ${p.version}`).join(', ')}` : run.reason;
+    const what = run.summary ?? (run.promoted.length ? `promoted ${run.promoted.map((p) => `${p.step} ${p.version}`).join(', ')}` : run.reason);
     lines.push(`Last learning run ${when} UTC, ${run.status}: ${what}`);
   }
+  if (status.nextLearning) lines.push(`Next learning run: ${status.nextLearning.when}`);
   if (status.database) lines.push(`Database: ${status.database}`);
   return lines;
 }

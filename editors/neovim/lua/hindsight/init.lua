@@ -191,8 +191,11 @@ local function format_status(s)
     lines[#lines + 1] = ('last learning run %s, %s: %s'):format(
       type(run.endedAt) == 'number' and os.date('%Y-%m-%d %H:%M', math.floor(run.endedAt)) or '?',
       tostring(run.status),
-      #promoted > 0 and ('promoted ' .. table.concat(promoted, ', ')) or tostring(run.reason)
+      run.summary or (#promoted > 0 and ('promoted ' .. table.concat(promoted, ', ')) or tostring(run.reason))
     )
+  end
+  if type(s.nextLearning) == 'table' then
+    lines[#lines + 1] = 'next learning run: ' .. tostring(s.nextLearning.when)
   end
   return table.concat(lines, '\n')
 end
