@@ -36,6 +36,7 @@ from hindsight.gating.gate import versions as gate_versions
 from hindsight.gating.train import train
 from hindsight.loop import job as loop, schedule as timer
 from hindsight.paths import data_dir
+from hindsight.pipeline.learning import STEP
 from hindsight.refresh import job
 from hindsight.refresh.evaluate import INFILL_TASKS
 from hindsight.refresh.pairs import format_for, llama_sampler, mine, parse_since, write
@@ -66,7 +67,7 @@ def learn(db, min_outcomes, min_pairs, force, no_refresh, threads, background, t
         loop.background(threads) if background else loop.limit_threads(threads)
     need("train", *GATE_LIBRARIES, *([] if no_refresh else TORCH_LIBRARIES))
     record = loop.run(databases((db,) if db else ())[0], min_outcomes=min_outcomes, min_pairs=min_pairs, force=force,
-                      refresh=not no_refresh, trigger=trigger, progress=say)
+                      refresh=not no_refresh, trigger=trigger, progress=lambda message: say(STEP + message))
     print_result(record, as_json)
 
 

@@ -5,8 +5,8 @@ Every few seconds the server looks at three things (`Learning.tick`, on the even
 1. Promotions: when the data directory's `gates/current.json` or `adapters/current.json` changed (a run
    this server started, another server's, the timer's, or `hindsight train-gate` / `refresh` by hand), the
    server reloads, as `hindsight.reload` would: the worker finishes the request it is on first.
-2. A run it started: its progress (the lines `hindsight learn` writes, read from its log file) goes to the
-   client as $/progress; when it ends, the record it wrote to the log says what changed, in one message.
+2. A run it started: its progress (the lines `hindsight learn` writes, beginning with `STEP`, read from its
+   log file) goes to the client as $/progress; when it ends, the record it wrote to the log says what changed, in one message.
    A run whose processes hold more memory than `learning.memoryMb` is killed (that leaves everything as
    it was: artefacts are written whole and promoted by an atomic rename).
 3. Whether to start one: `learning.auto` on, no typing and no request for `learning.idleMinutes`, no run
@@ -35,6 +35,7 @@ from hindsight.paths import data_dir, ensure_private_dir
 
 log = logging.getLogger("hindsight")
 
+STEP = "hindsight learn: "  # how `hindsight learn` begins its progress lines (the libraries it uses write theirs too)
 WATCHED = ("gates", "adapters")  # the data directory's artefact stores whose current.json the server follows
 PAGE = 4096  # bytes of a process's memory page, for /proc's statm
 
@@ -212,8 +213,8 @@ class Learning:
     def _follow(self) -> None:
         child = self.child
         for line in self._new_lines():
-            if not line.startswith("{"):  # the JSON result is the last line; the rest is progress
-                self.stage = line[:200]
+            if line.startswith(STEP):
+                self.stage = line[len(STEP) :][:200]
                 self.progress.report(self.stage)
         if child.poll() is None:
             rss = group_rss_mb(child.pid)
