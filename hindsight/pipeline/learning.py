@@ -131,11 +131,7 @@ class Learning:
         return min(30.0, max(0.25, self.options.idle_minutes * 60 / 4))
 
     def tick(self) -> None:
-        pointers = self._read_pointers()
-        if pointers != self._pointers:
-            self._pointers = pointers
-            log.info("a new gate or adapter was promoted: reloading")
-            self.reload()
+        self._reload_if_promoted()
         if self.child is not None:
             self._follow()
         elif self.ready():
@@ -166,10 +162,9 @@ class Learning:
             return 0, need
 
     def ready(self) -> bool:
-        """Whether to start a run now. The log is read once per idle spell (nothing new is judged while the
-        user is away, but for the last persistence checks)."""
+        """Whether to start a run now. The log is read once a minute of an idle spell at most (nothing new is
+        judged while the user is away, but for the last persistence checks)."""
         if not self.options.auto or self.db() is None:
-            self._waiting = "automatic learning is off" if not self.options.auto else "no log"
             return False
         idle = self.idle_s()
         if idle < self.options.idle_minutes * 60:
@@ -178,16 +173,18 @@ class Learning:
         if self._checked_at and idle - self._checked_at < 60:
             return False
         self._checked_at = idle
+        self.look()
+        return self._waiting is None
+
+    def look(self) -> None:
+        """Read the log for what a run would wait for, the user being idle (`next` tells it)."""
         judged, need = self.new_signal()
         if judged < need:
-            self._waiting = f"{need - judged} more judged suggestions"
-            return False
+            self._waiting = f"once {need - judged} more suggestions are judged"
+            return
         with RunLock(data_dir()) as lock:
-            if not lock.held:
-                self._waiting = "another run is under way"
-                return False
-        self._waiting = None
-        return True
+            held = lock.held
+        self._waiting = None if held else "when the run under way (another server's, or the timer's) has ended"
 
     def start(self) -> None:
         db = self.db()
@@ -252,9 +249,13 @@ class Learning:
         self.progress.end(message)
         if level is not None:
             self.tell(message, level)
+        self._reload_if_promoted()
+
+    def _reload_if_promoted(self) -> None:
         pointers = self._read_pointers()
         if pointers != self._pointers:
             self._pointers = pointers
+            log.info("a new gate or adapter was promoted: reloading")
             self.reload()
 
     # -- what status tells ---------------------------------------------------------------------------------
@@ -266,8 +267,6 @@ class Learning:
         elif not opts.auto:
             when = "automatic learning is off (learning.auto)"
         else:
-            idle = f"after {opts.idle_minutes:g} idle minutes"
-            when = f"{idle}, once there are {self._waiting}" if self._waiting and "more judged" in self._waiting \
-                else f"{idle}" if not self._waiting else f"{idle} ({self._waiting})"
+            when = f"after {opts.idle_minutes:g} idle minutes" + (f", {self._waiting}" if self._waiting else "")
         return {"auto": opts.auto, "running": self.child is not None, "stage": self.stage, "when": when,
                 "idleMinutes": opts.idle_minutes}

@@ -17,7 +17,8 @@ call it directly). The steps, in order:
 
 The pipeline also owns what the log learns afterwards (accepts, rejects, edits over a suggestion: the
 `OutcomeTracker`), the model, adapter and gate being served (loaded by `ModelLoader` and `load_gate`,
-reloaded on request without a restart), and the workspace index that feeds step 2.
+reloaded on request or when a new one is promoted, without a restart), the workspace index that feeds
+step 2, and the learning loop's runs, started when the user is idle (`learning.py`).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from hindsight.gating.features import Cursor, UserState
 from hindsight.gating.gate import load_gate
 from hindsight.gating.policy import Policy, Thresholds
 from hindsight.options import Options, parse_options
-from hindsight.pipeline.learning import Learning, Progress, last_summary
 from hindsight.paths import data_dir
+from hindsight.pipeline.learning import Learning, Progress, last_summary
 from hindsight.pipeline.recording import NoStore, Outcomes, Recording, request_row
 from hindsight.request import CompletionRequest, Snippet
 from hindsight.retrieval.live import LiveIndex
@@ -165,7 +166,11 @@ class Pipeline:
 
     def _learning(self, progress: Progress | None) -> Learning:
         def last_run() -> dict[str, Any] | None:
-            runs = self.store.learning_runs(last=True) or []
+            try:
+                runs = self.store.learning_runs(last=True) or []
+            except Exception:  # a log that cannot say: no last run
+                log.debug("could not read the learning runs", exc_info=True)
+                return None
             return runs[0] if runs else None
 
         def tell(message: str, level: str) -> None:
@@ -196,6 +201,8 @@ class Pipeline:
         self.tracker = OutcomeTracker(Outcomes(self.store, self.user))
         self.load_gate()
         self.learning = self._learning(self.learning.progress)
+        if self.options.learning.auto and self.store.path is not None:
+            self.learning.look()  # for the status: what the next run waits for
         self._ticking = self.loop.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -503,10 +510,7 @@ class Pipeline:
             stats = self.store.stats()
         except Exception as exc:
             stats = {"error": str(exc)}
-        try:
-            runs = self.store.learning_runs(last=True) or []
-        except Exception:  # a log that cannot say: no last run to show
-            runs = []
+        last = self.learning.last_run()
         engine = self.engine
         return {
             "version": __version__,
@@ -523,7 +527,7 @@ class Pipeline:
             if self.index_stats is None
             else {"files": self.index_stats.files, "chunks": self.index_stats.chunks, "seconds": self.index_stats.seconds},
             "stats": stats,
-            "lastLearning": last_summary(runs[0]) if runs else None,
+            "lastLearning": last_summary(last) if last else None,
             "nextLearning": self.learning.next(),
         }
 

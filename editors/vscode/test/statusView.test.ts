@@ -105,8 +105,8 @@ test("the learning loop's last run: what it promoted, else why nothing", () => {
   assert.match(barState({ enabled: true, status: status({ lastLearning: skipped }), serverError: undefined }).tooltip,
     /Last learning run .* UTC, skipped: gate: 3 suggestions judged/);
   const told = { ...promoted, summary: 'acceptance on your held-out files 0.25 → 0.29, adapter 7 promoted' };
-  const next = { auto: true, running: false, stage: null, when: 'after 10 idle minutes, once there are 40 more judged suggestions' };
+  const next = { auto: true, running: false, stage: null, when: 'after 10 idle minutes, once 40 more suggestions are judged' };
   const tooltip = barState({ enabled: true, status: status({ lastLearning: told, nextLearning: next }), serverError: undefined }).tooltip;
   assert.match(tooltip, /done: acceptance on your held-out files 0.25 → 0.29, adapter 7 promoted\n/);
-  assert.match(tooltip, /\nNext learning run: after 10 idle minutes, once there are 40 more judged suggestions/);
+  assert.match(tooltip, /\nNext learning run: after 10 idle minutes, once 40 more suggestions are judged/);
 });
