@@ -235,6 +235,9 @@ def test_hindsight_status_and_checkhealth(editor):
     status = nvim.exec_lua("return require('hindsight').status()")
     assert status["modelLoaded"] and status["database"] == str(db)
     assert status["stats"]["accepted"] >= 1
+    # :Hindsight status says when the next learning run comes (and the last one, once there was one).
+    text = nvim.exec_lua("return require('hindsight').format_status(...)", status)
+    assert "next learning run: after 10 idle minutes" in text, text
     nvim.command("checkhealth hindsight")
     report = "\n".join(nvim.current.buffer[:])
     assert "ghost text: Neovim's built-in" in report if path == "builtin" else "ghost text: the plugin's own" in report
