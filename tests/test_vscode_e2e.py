@@ -356,7 +356,7 @@ def test_the_commands_from_the_palette(editor):
     editor.page("command", title="Hindsight: Show Statistics")
     editor.page("waitFor", selector=".panel .monaco-editor .view-lines")
     report = "\n".join(editor.page("text", selector=".panel .monaco-editor .view-lines")["texts"])
-    assert '"acceptance_rate"' in report, report[:500]  # the end of the report: the server's statistics
+    assert '"nextLearning"' in report, report[:500]  # the end of the report: the server's status, learning last
     editor.page("command", title="Hindsight: Reload")
     editor.page("waitFor", selector='.notifications-toasts :text("Hindsight reloaded")')
 
