@@ -290,3 +290,23 @@ def _workspace() -> Path:
     from conftest import WORKSPACE
 
     return WORKSPACE
+
+
+def test_the_end_of_a_run_is_told_in_one_line():
+    from hindsight.pipeline.learning import summary
+
+    run = {"status": "done",
+           "gate": {"version": "gate-2", "promoted": True, "auc_stage2": 0.7004, "current_auc_stage2": 0.65},
+           "refresh": {"version": "adapter-7", "promoted": False, "reason": "held-out acceptance did not rise",
+                       "acceptance_before": 0.25, "acceptance_after": 0.25, "accepted_chars_before": 73,
+                       "accepted_chars_after": 70}}
+    assert summary(run) == ("gate gate-2 promoted (held-out AUC 0.65 → 0.7); adapter not promoted: held-out "
+                            "acceptance did not rise (acceptance on your held-out files 0.25 → 0.25, characters "
+                            "kept 73 → 70)")
+    run["refresh"].update(promoted=True, acceptance_after=0.29)
+    run["gate"] = {"skipped": True, "reason": "12 suggestions judged since the gate was last trained, fewer than 200"}
+    assert summary(run) == ("acceptance on your held-out files 0.25 → 0.29, characters kept 73 → 70, adapter "
+                            "adapter-7 promoted")
+    run["refresh"] = {"skipped": True, "reason": "3 dissatisfied suggestions since the last refresh, fewer than 50"}
+    assert summary({**run, "status": "skipped"}).startswith("nothing to learn yet (gate: 12 suggestions judged")
+    assert summary({"status": "failed", "reason": "disk full"}) == "the learning run failed: disk full"

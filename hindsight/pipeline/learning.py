@@ -41,27 +41,30 @@ PAGE = 4096  # bytes of a process's memory page, for /proc's statm
 
 
 def summary(run: dict[str, Any]) -> str:
-    """One line on a recorded run (the log's `learning_runs`): what it promoted and what that measured,
-    or why nothing was."""
+    """One line on a recorded run (the log's `learning_runs`): for each step that ran, what it promoted and
+    what that measured, or why it did not; when neither ran, why not."""
     if run.get("status") == "failed":
         return f"the learning run failed: {run.get('reason')}"
-    parts = []
     gate, refresh = run.get("gate") or {}, run.get("refresh") or {}
-    if gate.get("promoted"):
-        auc = (gate.get("current_auc_stage2"), gate.get("auc_stage2"))
-        measured = f" (held-out AUC {_num(auc[0])} → {_num(auc[1])})" if auc[1] is not None else ""
-        parts.append(f"gate {gate.get('version')} promoted{measured}")
-    if refresh.get("promoted"):
-        chars = (refresh.get("accepted_chars_before"), refresh.get("accepted_chars_after"))
-        parts.append(
-            f"acceptance on your held-out files {_num(refresh.get('acceptance_before'))} → "
-            f"{_num(refresh.get('acceptance_after'))}, characters kept {chars[0]} → {chars[1]}, "
-            f"adapter {refresh.get('version')} promoted"
-        )
+    parts = []
+    if gate and not gate.get("skipped"):
+        if gate.get("promoted"):
+            auc = gate.get("current_auc_stage2"), gate.get("auc_stage2")
+            measured = f" (held-out AUC {_num(auc[0]) if auc[0] is not None else 'none'} → {_num(auc[1])})" \
+                if auc[1] is not None else ""
+            parts.append(f"gate {gate.get('version')} promoted{measured}")
+        else:
+            parts.append(f"gate not promoted: {gate.get('reason')}")
+    if refresh and not refresh.get("skipped"):
+        measured = (f"acceptance on your held-out files {_num(refresh.get('acceptance_before'))} → "
+                    f"{_num(refresh.get('acceptance_after'))}, characters kept {refresh.get('accepted_chars_before')} → "
+                    f"{refresh.get('accepted_chars_after')}")
+        parts.append(f"{measured}, adapter {refresh.get('version')} promoted" if refresh.get("promoted")
+                     else f"adapter not promoted: {refresh.get('reason')} ({measured})")
     if parts:
         return "; ".join(parts)
-    why = [f"{step}: {(run.get(step) or {}).get('reason')}" for step in ("gate", "refresh") if run.get(step)]
-    return "nothing promoted (" + "; ".join(why) + ")" if why else "nothing promoted"
+    return "nothing to learn yet (" + "; ".join(f"{step}: {(run.get(step) or {}).get('reason')}"
+                                                  for step in ("gate", "refresh") if run.get(step)) + ")"
 
 
 def _num(x: Any) -> str:
