@@ -208,7 +208,9 @@ async def test_an_idle_server_runs_the_loop_by_itself_and_serves_what_it_promote
 async def _ended(session) -> dict | None:
     status = await _status(session)
     run = status.get("lastLearning")
-    return status if run and run["trigger"] == "server" and status["gate"] else None
+    # The run recorded, its gate served, and the server has seen it end (the record is written just before).
+    ended = run and run["trigger"] == "server" and status["gate"] and not status["nextLearning"]["running"]
+    return status if ended else None
 
 
 @pytest.mark.slow
@@ -228,8 +230,10 @@ async def test_two_idle_servers_on_one_data_directory_start_one_run(home, model_
 
 
 async def _both_serve_the_gate(sessions, home) -> bool:
+    """Both serve the promoted gate and neither has a run under way (the one that started it has seen it end)."""
     gate = versions(home / "data" / "gates").current()
-    return gate is not None and all([(await _status(s))["gate"] == gate for s in sessions])
+    statuses = [await _status(s) for s in sessions]
+    return gate is not None and all(st["gate"] == gate and not st["nextLearning"]["running"] for st in statuses)
 
 
 # -- a run killed at each stage ------------------------------------------------------------------------

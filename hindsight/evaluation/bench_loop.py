@@ -13,7 +13,8 @@ of the earlier days touched, in a data directory of the bench's own (a new user:
 Per day: acceptance (accepted in full / shown), the characters from suggestions the developer kept
 (`persisted_chars`: accepted whole or word by word; the simulated developer never undoes an accept, so
 all of them are still there two minutes later) and their share of the code written that day (days write
-different files, so the share is what compares), rejected suggestions shown, the gate's hidden rejects and
+different files, so the share is what compares), rejected suggestions shown (and per 1,000 characters
+written, which compares across days), the gate's hidden rejects and
 lost accepts (suggestions it withheld after generation that the developer would have rejected, or taken
 in full or in part, judged against the code that was about to be typed), median latency, and what the run
 after the day promoted. Then HumanEval single-line infilling with the base model and with the adapter
@@ -190,6 +191,7 @@ def run(repo: Path, *, work: Path, days: int = 3, files_per_day: int = 10, sites
             "persisted_chars": kept, "written_chars": total,
             "persisted_share": round(kept / total, 4) if total else 0.0,
             "rejected_shown": summary["rejected"],
+            "rejected_per_kchar": round(1000 * summary["rejected"] / total, 2) if total else None,
             **gate_verdicts(db, since, until, todays),
             "p50_ms": round(statistics.median(s.latency_ms for s in steps), 1) if steps else None,
             "gate": after.get("gate"), "adapter": after.get("adapter"),
@@ -212,8 +214,7 @@ def run(repo: Path, *, work: Path, days: int = 3, files_per_day: int = 10, sites
         "acceptance_change_90": share_interval(by_day[0], by_day[-1], "acceptance"),
         "persisted_chars_change": _change(first["persisted_share"], last["persisted_share"]),
         "persisted_chars_change_90": share_interval(by_day[0], by_day[-1], "persisted"),
-        "rejected_shown_change": _change(first["rejected_shown"] / max(first["sites"], 1),
-                                         last["rejected_shown"] / max(last["sites"], 1)),
+        "rejected_shown_change": _change(first["rejected_per_kchar"], last["rejected_per_kchar"]),
         "infill_first": infill_first, "infill_last": infill_last, "adapter_last": str(adapter) if adapter else None,
     }
 
@@ -237,7 +238,7 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), dpi=120)
     series = [("acceptance", "acceptance (accepted / shown)"),
               ("persisted_share", "share of the code from suggestions"),
-              ("rejected_shown", "rejected suggestions shown")]
+              ("rejected_per_kchar", "rejected suggestions shown per 1,000 characters written")]
     for ax, (key, title) in zip(axes, series):
         values = [d[key] for d in result["days"]]
         ax.plot(days, values, marker="o")
