@@ -63,8 +63,10 @@ def say(message: str) -> None:
               help="who started the run (recorded with it)")
 @json_option
 def learn(db, min_outcomes, min_pairs, force, no_refresh, threads, background, trigger, as_json) -> None:
-    if background or threads:
-        loop.background(threads) if background else loop.limit_threads(threads)
+    if background:
+        loop.background(threads)
+    elif threads:
+        loop.limit_threads(threads)
     need("train", *GATE_LIBRARIES, *([] if no_refresh else TORCH_LIBRARIES))
     record = loop.run(databases((db,) if db else ())[0], min_outcomes=min_outcomes, min_pairs=min_pairs, force=force,
                       refresh=not no_refresh, trigger=trigger, progress=lambda message: say(STEP + message))

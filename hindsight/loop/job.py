@@ -5,8 +5,8 @@
 
 From the log, it retrains the acceptance gate when enough suggestions have been judged (accepted, partly
 accepted or rejected) since the gate was last trained, and refreshes the DPO adapter when enough new
-dissatisfaction signal has come in since the last refresh; each promotes only what measures better (hindsight/gating/train.py,
-hindsight/refresh/job.py). One run at a time per data directory (`artefacts.RunLock`): a second one
+dissatisfaction signal has come in since the last refresh; each promotes only what measures better
+(hindsight/gating/train.py, hindsight/refresh/job.py). One run at a time per data directory (`artefacts.RunLock`): a second one
 returns at once, `busy`. Every run that gets the lock is recorded in the log's `learning_runs` table: when,
 what it read, each step's result or why it was skipped, what was promoted, how long it took, peak memory.
 Then the oldest gate and adapter versions beyond KEEP are deleted (never the current one or the one before).
@@ -81,16 +81,13 @@ def limit_threads(threads: int) -> None:
         os.environ[name] = str(threads)
 
 
-def last_runs(db: Path) -> dict[str, dict[str, Any] | None]:
-    """The last recorded run that read `db` (`any`, whatever its status), the last that trained the gate
-    (`gate`) and the last that refreshed the adapter (`refresh`), each None when there was none."""
+def last_trained(db: Path) -> dict[str, float | None]:
+    """When the last run that trained the gate (`gate`) and the last that refreshed the adapter (`refresh`)
+    started, each None when none did: the new signal each step waits for is counted from there."""
     with Store(db) as store:
-        runs = store.learning_runs(("done", "skipped", "failed"))
-    last: dict[str, dict[str, Any] | None] = {"any": runs[-1] if runs else None, "gate": None, "refresh": None}
-    for step in ("gate", "refresh"):
-        last[step] = next((r for r in reversed(runs) if r["status"] == "done"
-                           and r.get(step) and not r[step].get("skipped")), None)
-    return last
+        runs = store.learning_runs(("done",))
+    return {step: next((r["started_at"] for r in reversed(runs) if r.get(step) and not r[step].get("skipped")), None)
+            for step in ("gate", "refresh")}
 
 
 def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIRS, force: bool = False,
@@ -105,8 +102,7 @@ def run(db: Path, *, min_outcomes: int = MIN_OUTCOMES, min_pairs: int = MIN_PAIR
         started = time.time()
         record: dict[str, Any] = {"started_at": started, "trigger": trigger, "promoted": []}
         try:
-            last = last_runs(db)
-            since = {step: last[step]["started_at"] if last[step] else None for step in ("gate", "refresh")}
+            since = last_trained(db)
             judged = judged_since(db, since["gate"])
             dsat = sum(mine([db], since=since["refresh"]).counts["dsat"].values())
             record["read"] = {"database": str(db), "since": since["gate"], "refresh_since": since["refresh"],
