@@ -6,7 +6,8 @@ Every few seconds the server looks at three things (`Learning.tick`, on the even
    this server started, another server's, the timer's, or `hindsight train-gate` / `refresh` by hand), the
    server reloads, as `hindsight.reload` would: the worker finishes the request it is on first.
 2. A run it started: its progress (the lines `hindsight learn` writes, beginning with `STEP`, read from its
-   log file) goes to the client as $/progress; when it ends, the record it wrote to the log says what changed, in one message.
+   log file) goes to the client as $/progress; when it ends, the record it wrote to the log says what
+   changed, in one message.
    A run whose processes hold more memory than `learning.memoryMb` is killed (that leaves everything as
    it was: artefacts are written whole and promoted by an atomic rename).
 3. Whether to start one: `learning.auto` on, no typing and no request for `learning.idleMinutes`, no run
@@ -37,7 +38,7 @@ log = logging.getLogger("hindsight")
 
 STEP = "hindsight learn: "  # how `hindsight learn` begins its progress lines (the libraries it uses write theirs too)
 WATCHED = ("gates", "adapters")  # the data directory's artefact stores whose current.json the server follows
-PAGE = 4096  # bytes of a process's memory page, for /proc's statm
+PAGE = os.sysconf("SC_PAGE_SIZE")  # bytes of a memory page, /proc's statm unit
 
 
 def summary(run: dict[str, Any]) -> str:
