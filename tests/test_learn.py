@@ -136,11 +136,12 @@ AUTO = {"auto": True, "idleMinutes": 0.02, "minOutcomes": 100, "minPairs": 10**6
 TEXT = "def area(width, height):\n    return "
 
 
-async def _serve(home: Path, model_path: str, db: Path, progress: bool = False):
+async def _serve(home: Path, model_path: str, db: Path, progress: bool = False, **learning):
     from hindsight.simulate.session import Session
     from conftest import WORKSPACE
 
-    options = {"model": model_path, "databasePath": str(db), "context": {"crossFile": False}, "learning": AUTO}
+    options = {"model": model_path, "databasePath": str(db), "context": {"crossFile": False},
+               "learning": {**AUTO, **learning}}
     session = await Session.start(WORKSPACE, options=options, env={"HINDSIGHT_DATA_DIR": str(home / "data")},
                                   progress=progress)
     return session
@@ -203,6 +204,28 @@ async def test_an_idle_server_runs_the_loop_by_itself_and_serves_what_it_promote
         await session.close()
     with Store(db) as store:
         assert [r["trigger"] for r in store.learning_runs()] == ["server"]
+
+
+@pytest.mark.slow
+async def test_a_run_that_holds_more_memory_than_allowed_is_stopped_and_changes_nothing(home, model_path):
+    db = home / "hindsight.db"
+    session = await _serve(home, model_path, db, memoryMb=50)  # the run's Python alone holds more
+    try:
+        await _until(lambda: _told(session, "the learning run was stopped"), timeout=120)
+        status = await _status(session)
+        assert not status["nextLearning"]["running"] and status["gate"] is None
+    finally:
+        await session.close()
+    assert versions(home / "data" / "gates").current() is None
+    with RunLock(home / "data") as lock:
+        assert lock.held
+    with Store(db) as store:
+        assert store.learning_runs() == []  # killed before it could record itself
+
+
+async def _told(session, text: str) -> bool:
+    await _status(session)  # a round trip: the messages sent before it have arrived
+    return any(text in m and "more than learning.memoryMb (50)" in m for m in session.messages)
 
 
 async def _ended(session) -> dict | None:
