@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sqlite3
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +36,7 @@ from lsprotocol import types
 from hindsight.engine.adapters import promoted_for
 from hindsight.engine.model import resolve_model
 from hindsight.errors import UsageError
+from hindsight.evaluation.bench_refresh import in_work_dir
 from hindsight.options import LearningOptions
 from hindsight.refresh.evaluate import INFILL_TASKS, backend_for, infill
 from hindsight.simulate.session import Session
@@ -259,15 +258,4 @@ def plot(result: dict, path: Path) -> None:
 
 def main(repo: Path, *, keep: bool, plot_to: Path | None, progress: Callable[[str], None], **options) -> dict:
     """`hindsight bench loop`: `run` in a work directory of its own (removed afterwards unless `keep`)."""
-    work = Path(tempfile.mkdtemp(prefix="hindsight-bench-loop-"))
-    try:
-        result = run(repo, work=work, progress=progress, **options)
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-    if keep:
-        result["work"] = str(work)
-    if plot_to:
-        plot(result, plot_to)
-        result["plot"] = str(plot_to)
-    return result
+    return in_work_dir("loop", run, plot, repo, keep=keep, plot_to=plot_to, progress=progress, **options)

@@ -224,13 +224,15 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(repo: Path, *, keep: bool, plot_to: Path | None, progress: Callable[[str], None], **options) -> dict:
-    """`hindsight bench refresh`: `run` (with `options`, its keywords) in a work directory of its own,
-    removed afterwards unless `keep`; the result, with the plot drawn to `plot_to` when given."""
-    work = Path(tempfile.mkdtemp(prefix="hindsight-bench-refresh-"))
+def in_work_dir(name: str, run: Callable[..., dict], plot: Callable[[dict, Path], None], repo: Path, *, keep: bool,
+                plot_to: Path | None, progress: Callable[[str], None], **options) -> dict:
+    """`run(repo, work=…, progress=…, **options)` in a work directory of its own (`hindsight-bench-<name>-…`),
+    removed afterwards unless `keep`; the result, with `plot` drawn to `plot_to` when given. For the benches
+    that simulate sessions into databases and data directories of their own (refresh, loop)."""
+    work = Path(tempfile.mkdtemp(prefix=f"hindsight-bench-{name}-"))
     try:
         result = run(repo, work=work, progress=progress, **options)
-    finally:  # failed or not, the sessions' databases and adapters go unless asked for
+    finally:  # failed or not, the sessions' databases and artefacts go unless asked for
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     if keep:
@@ -239,3 +241,8 @@ def main(repo: Path, *, keep: bool, plot_to: Path | None, progress: Callable[[st
         plot(result, plot_to)
         result["plot"] = str(plot_to)
     return result
+
+
+def main(repo: Path, *, keep: bool, plot_to: Path | None, progress: Callable[[str], None], **options) -> dict:
+    """`hindsight bench refresh`: `run` (with `options`, its keywords) in a work directory of its own."""
+    return in_work_dir("refresh", run, plot, repo, keep=keep, plot_to=plot_to, progress=progress, **options)
